@@ -1,0 +1,424 @@
+"""The agent loop: messages → gateway → tool calls? → policy check per call → run the
+calls concurrently → append results → repeat, until a final answer or a limit.
+
+Limits are checked *before* each model call and each round of tool calls. Hitting one
+ends the run cleanly: the result says which limit and keeps the best answer so far. A
+failing or invalid tool call becomes an error message the model sees, never a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Literal
+
+import anyio
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import BudgetExceeded, PolicyDenied, ProviderError
+from .records import ToolCallRecord
+from .tools import Tool, ToolResult
+from .types import Action, Cost, Event, Message, ModelRequest, RequestMeta, ToolCall, ToolChoice, ToolSpec, Usage
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
+
+StopReason = Literal[
+    "final", "max_turns", "max_requests", "max_tool_calls", "max_tokens", "max_cost",
+    "timeout", "budget", "invalid_output", "denied", "error",
+]  # fmt: skip
+
+_SECRET_KEYS = ("key", "token", "secret", "password", "authorization")
+
+
+class AgentLimits(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_turns: int = Field(8, ge=1, description="Model calls in the loop.")
+    max_requests: int | None = Field(None, ge=1, description="Model calls including output-repair calls.")
+    max_tool_calls: int | None = Field(None, ge=0)
+    max_input_tokens: int | None = Field(None, ge=0)
+    max_output_tokens: int | None = Field(None, ge=0)
+    max_total_tokens: int | None = Field(None, ge=0)
+    max_cost_usd: Decimal | None = Field(None, ge=0)
+    timeout_s: float | None = Field(None, gt=0, description="Wall time for the whole run.")
+    tool_timeout_s: float | None = Field(None, gt=0, description="Per tool call (default: the tool's own).")
+    output_retries: int = Field(2, ge=0, description="Times an invalid structured answer is sent back.")
+    max_depth: int = Field(3, ge=0, description="Delegation depth.")
+
+
+class Budget:
+    """A spending limit shared by every agent of a run (USD and tokens)."""
+
+    def __init__(self, usd: Decimal | float | None = None, tokens: int | None = None) -> None:
+        self.usd = Decimal(str(usd)) if usd is not None else None
+        self.tokens = tokens
+        self.spent_usd = Decimal(0)
+        self.spent_tokens = 0
+
+    def exhausted(self) -> str | None:
+        if self.usd is not None and self.spent_usd >= self.usd:
+            return f"the run's budget of ${self.usd} is spent (${self.spent_usd})"
+        if self.tokens is not None and self.spent_tokens >= self.tokens:
+            return f"the run's budget of {self.tokens} tokens is spent ({self.spent_tokens})"
+        return None
+
+    def charge(self, usage: Usage, cost: Cost | None) -> None:
+        self.spent_tokens += usage.total_tokens
+        if cost is not None:
+            self.spent_usd += cost.total
+
+    @property
+    def remaining_usd(self) -> Decimal | None:
+        return None if self.usd is None else self.usd - self.spent_usd
+
+
+class Agent(BaseModel):
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    name: str = "agent"
+    model: str = ""
+    """Model alias, ``auto`` for the router, or empty for the default model."""
+    system: str | None = None
+    tools: list[str] = Field(default_factory=list)
+    tool_choice: ToolChoice = "auto"
+    """Tool choice for the first turn; later turns use ``auto`` so the loop can end."""
+    output_type: type[BaseModel] | None = None
+    output_schema: dict[str, Any] | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    task_type: str | None = None
+    limits: AgentLimits = Field(default_factory=AgentLimits)
+    delegates: list[Agent] = Field(default_factory=list)
+    """Agents this one may call as tools (named after them)."""
+
+    def json_schema(self) -> dict[str, Any] | None:
+        if self.output_type is not None:
+            return self.output_type.model_json_schema()
+        return self.output_schema
+
+
+class ToolCallLog(BaseModel):
+    id: str
+    name: str
+    arguments: dict[str, Any] | None
+    result: str
+    is_error: bool
+    duration_s: float
+
+
+class AgentResult(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    agent: str
+    text: str
+    output: Any = None
+    """The structured output (validated) when an output type or schema was given, else the text."""
+    stop_reason: StopReason
+    detail: str | None = None
+    messages: list[Message]
+    usage: Usage = Field(default_factory=Usage)
+    cost: Cost = Field(default_factory=Cost)
+    turns: int = 0
+    requests: int = 0
+    tool_calls: list[ToolCallLog] = Field(default_factory=list)
+    models: list[str] = Field(default_factory=list)
+    duration_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.stop_reason == "final"
+
+
+class _Run:
+    """The mutable state of one agent run."""
+
+    def __init__(self, kernel: Kernel, agent: Agent, meta: RequestMeta, budget: Budget | None) -> None:
+        self.kernel = kernel
+        self.agent = agent
+        self.meta = meta
+        self.budget = budget
+        self.usage = Usage()
+        self.cost = Cost()
+        self.turns = 0
+        self.requests = 0
+        self.tool_log: list[ToolCallLog] = []
+        self.models: list[str] = []
+        self.started = time.monotonic()
+        self.deadline = self.started + agent.limits.timeout_s if agent.limits.timeout_s else None
+
+    def limit_reached(self, *, repair: bool = False) -> tuple[StopReason, str] | None:
+        lim = self.agent.limits
+        u = self.usage
+        if not repair and self.turns >= lim.max_turns:
+            return "max_turns", f"{lim.max_turns} turns used without a final answer"
+        if lim.max_requests is not None and self.requests >= lim.max_requests:
+            return "max_requests", f"{lim.max_requests} model requests used"
+        if lim.max_input_tokens is not None and u.input_tokens >= lim.max_input_tokens:
+            return "max_tokens", f"input tokens {u.input_tokens} reached the limit of {lim.max_input_tokens}"
+        if lim.max_output_tokens is not None and u.output_tokens >= lim.max_output_tokens:
+            return "max_tokens", f"output tokens {u.output_tokens} reached the limit of {lim.max_output_tokens}"
+        if lim.max_total_tokens is not None and u.total_tokens >= lim.max_total_tokens:
+            return "max_tokens", f"total tokens {u.total_tokens} reached the limit of {lim.max_total_tokens}"
+        if lim.max_cost_usd is not None and self.cost.total >= lim.max_cost_usd:
+            return "max_cost", f"cost ${self.cost.total} reached the limit of ${lim.max_cost_usd}"
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            return "timeout", f"the agent's time limit of {lim.timeout_s:g} s is up"
+        if self.budget is not None:
+            reason = self.budget.exhausted()
+            if reason:
+                return "budget", reason
+        return None
+
+    def remaining_time(self) -> float | None:
+        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+
+    def emit(self, kind: str, data: dict[str, Any]) -> None:
+        if self.kernel.has_sinks:
+            m = self.meta
+            self.kernel.emit(Event.model_construct(kind=kind, time=time.time(), run_id=m.run_id, task_id=m.task_id, agent=self.agent.name, data=data))
+
+
+async def run_agent(
+    kernel: Kernel,
+    agent: Agent,
+    prompt: str | list[Message],
+    *,
+    meta: RequestMeta | None = None,
+    budget: Budget | None = None,
+) -> AgentResult:
+    """Run ``agent`` on ``prompt`` until it answers or a limit ends it."""
+    meta = (meta or RequestMeta()).model_copy(update={"agent": agent.name})
+    if meta.user is None:
+        meta.user = kernel.settings.taskloom.user
+    if agent.task_type and not meta.task_type:
+        meta.task_type = agent.task_type
+    state = _Run(kernel, agent, meta, budget)
+    messages: list[Message] = []
+    if agent.system:
+        messages.append(Message.system(agent.system))
+    messages.extend([Message.user(prompt)] if isinstance(prompt, str) else prompt)
+    tools = _resolve_tools(kernel, agent, meta, budget)
+    specs = [t.spec for t in tools.values()]
+    schema = agent.json_schema()
+    state.emit("agent.start", {"model": agent.model or kernel.settings.taskloom.default_model, "tools": list(tools)})
+
+    best_text = ""
+    repairs = 0
+    stop: tuple[StopReason, str | None] = ("final", None)
+    output: Any = None
+    repairing = False
+    while True:
+        limit = state.limit_reached(repair=repairing)
+        if limit:
+            stop = limit
+            break
+        request = ModelRequest.model_construct(
+            model=agent.model,
+            messages=list(messages),
+            tools=specs,
+            tool_choice=(agent.tool_choice if state.turns == 0 else "auto") if specs else "none",
+            temperature=agent.temperature,
+            top_p=None,
+            max_tokens=agent.max_tokens,
+            stop=None,
+            seed=None,
+            output_schema=schema,
+            metadata=meta,
+            cache=True,
+            timeout=state.remaining_time(),
+        )
+        try:
+            response = await kernel.gateway.complete(request)
+        except PolicyDenied as exc:
+            stop = ("denied", str(exc))
+            break
+        except (ProviderError, BudgetExceeded) as exc:
+            stop = ("error", f"{type(exc).__name__}: {exc}")
+            break
+        state.requests += 1
+        if not repairing:
+            state.turns += 1
+        state.usage = state.usage + response.usage
+        if response.cost is not None:
+            state.cost = state.cost + response.cost
+        if budget is not None:
+            budget.charge(response.usage, response.cost)
+        state.models.append(response.alias)
+        messages.append(response.message)
+        if response.text:
+            best_text = response.text
+        if response.tool_calls:
+            repairing = False
+            limit = state.limit_reached(repair=True)
+            lim = agent.limits
+            if lim.max_tool_calls is not None and len(state.tool_log) + len(response.tool_calls) > lim.max_tool_calls:
+                limit = ("max_tool_calls", f"the limit of {lim.max_tool_calls} tool calls would be passed")
+            if limit:
+                stop = limit
+                break
+            messages.extend(await _run_tool_calls(state, tools, response.tool_calls))
+            continue
+        if schema is None:
+            output = response.text
+            break
+        parsed, problem = _parse_output(response.text, agent)
+        if problem is None:
+            output = parsed
+            break
+        if repairs >= agent.limits.output_retries:
+            stop = ("invalid_output", problem)
+            break
+        repairs += 1
+        repairing = True
+        state.emit("agent.output_invalid", {"error": problem, "attempt": repairs})
+        messages.append(Message.user(f"Your answer is not valid: {problem}. Answer again with only a JSON value that matches the schema."))
+
+    result = AgentResult(
+        agent=agent.name,
+        text=best_text,
+        output=output if stop[0] == "final" else None,
+        stop_reason=stop[0],
+        detail=stop[1],
+        messages=messages,
+        usage=state.usage,
+        cost=state.cost,
+        turns=state.turns,
+        requests=state.requests,
+        tool_calls=state.tool_log,
+        models=state.models,
+        duration_s=time.monotonic() - state.started,
+    )
+    state.emit("agent.finish", {"stop_reason": result.stop_reason, "detail": result.detail, "turns": result.turns, "usage": result.usage, "cost": result.cost})
+    return result
+
+
+def _parse_output(text: str, agent: Agent) -> tuple[Any, str | None]:
+    raw = text.strip()
+    if raw.startswith("```"):
+        raw = raw.strip("`")
+        raw = raw[raw.find("\n") + 1 :] if "\n" in raw else raw
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        return None, f"the answer is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+    if agent.output_type is not None:
+        try:
+            return agent.output_type.model_validate(value), None
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors())
+            return None, problems
+    if agent.output_schema is not None:
+        try:
+            import jsonschema
+
+            jsonschema.validate(value, agent.output_schema)
+        except ImportError:
+            pass
+        except jsonschema.ValidationError as exc:
+            return None, exc.message
+    return value, None
+
+
+def _resolve_tools(kernel: Kernel, agent: Agent, meta: RequestMeta, budget: Budget | None) -> dict[str, Tool]:
+    tools: dict[str, Tool] = {}
+    for name in agent.tools:
+        tools[name] = kernel.tools.get(name)  # KeyError with "did you mean"
+    for sub in agent.delegates:
+        tools[sub.name] = _delegate_tool(kernel, agent, sub, meta, budget)
+    return tools
+
+
+def _delegate_tool(kernel: Kernel, parent: Agent, sub: Agent, meta: RequestMeta, budget: Budget | None) -> Tool:
+    async def delegate(task: str) -> str:
+        depth = meta.depth + 1
+        if depth > parent.limits.max_depth:
+            raise PolicyDenied(f"delegation depth {depth} passes the limit of {parent.limits.max_depth}", "agent")
+        sub_meta = meta.model_copy(update={"depth": depth})
+        kernel.check(Action(kind="delegate", tool=sub.name, arguments={"task": task}, metadata=sub_meta))
+        result = await run_agent(kernel, sub, task, meta=sub_meta, budget=budget)
+        if not result.ok:
+            raise RuntimeError(f"{sub.name} stopped ({result.stop_reason}: {result.detail}); best answer: {result.text!r}")
+        return result.text if not isinstance(result.output, BaseModel) else result.output.model_dump_json()
+
+    delegate.__doc__ = f"Ask the {sub.name} agent to do a task and return its answer.\n\nArgs:\n    task: What {sub.name} should do, in full."
+    return Tool.from_function(delegate, name=sub.name, plugin="agent")
+
+
+async def _run_tool_calls(state: _Run, tools: dict[str, Tool], calls: list[ToolCall]) -> list[Message]:
+    """Run the calls concurrently; return their tool messages in the calls' order."""
+    results: list[ToolResult | None] = [None] * len(calls)
+
+    async def one(i: int, call: ToolCall) -> None:
+        results[i] = await _run_tool_call(state, tools, call)
+
+    if len(calls) == 1:
+        await one(0, calls[0])
+    else:
+        async with anyio.create_task_group() as tg:
+            for i, call in enumerate(calls):
+                tg.start_soon(one, i, call)
+    out = []
+    for call, result in zip(calls, results, strict=True):
+        assert result is not None
+        out.append(Message.tool(call.id, call.name, result.content, is_error=result.is_error))
+    return out
+
+
+async def _run_tool_call(state: _Run, tools: dict[str, Tool], call: ToolCall) -> ToolResult:
+    kernel = state.kernel
+    tool = tools.get(call.name)
+    if tool is None:
+        result = await kernel.tools.call(call, allowed=set(tools))
+    else:
+        try:
+            kernel.check(Action.model_construct(kind="tool_call", request=None, tool=call.name, arguments=call.arguments, metadata=state.meta, estimated_cost=None))
+        except PolicyDenied as exc:
+            result = ToolResult(f"error: {exc}", True)
+        else:
+            timeout = state.agent.limits.tool_timeout_s
+            remaining = state.remaining_time()
+            if remaining is not None:
+                timeout = min(timeout or remaining, remaining)
+            result = await tool.run(call.arguments, timeout)
+    cost = kernel.tool_price(call.name, call.arguments or {}) if not result.is_error or tool is not None else None
+    if cost is not None:
+        state.cost = state.cost + Cost(total=cost.total, tools=cost.total, source=cost.source)
+        if state.budget is not None:
+            state.budget.charge(Usage(), cost)
+    state.tool_log.append(ToolCallLog(id=call.id, name=call.name, arguments=call.arguments, result=result.content, is_error=result.is_error, duration_s=result.duration_s))
+    meta = state.meta
+    record = ToolCallRecord.model_construct(
+        run_id=meta.run_id,
+        task_id=meta.task_id,
+        agent=state.agent.name,
+        name=call.name,
+        arguments=redact(call.arguments or {}),
+        duration_s=result.duration_s,
+        cost=cost.total if cost is not None else Decimal(0),
+        error=result.content if result.is_error else None,
+        time=time.time(),
+    )
+    try:
+        await kernel.store.record_tool_call(record)
+    except Exception as exc:
+        kernel.plugins.warn_once("ledger-tools", f"the run store could not record a tool call ({type(exc).__name__}: {exc})")
+    state.emit("tool.call", {"name": call.name, "is_error": result.is_error, "duration_s": result.duration_s, "cost": cost})
+    return result
+
+
+def redact(arguments: dict[str, Any]) -> dict[str, Any]:
+    """Arguments with values under secret-looking keys replaced."""
+    out: dict[str, Any] = {}
+    for key, value in arguments.items():
+        if any(word in key.lower() for word in _SECRET_KEYS):
+            out[key] = "**********"
+        elif isinstance(value, dict):
+            out[key] = redact(value)
+        else:
+            out[key] = value
+    return out
+
+
+__all__ = ["Agent", "AgentLimits", "AgentResult", "Budget", "ToolSpec", "run_agent"]

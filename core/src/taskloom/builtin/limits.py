@@ -1,0 +1,149 @@
+"""``limits``: a policy with user tiers defined in config.
+
+Each tier may cap requests per minute (sliding window), tokens per day, concurrent runs,
+the models and tools allowed, and delegation depth. A user's tier comes from the
+request's ``metadata.tier``, else ``[plugins.limits.users]``, else ``default_tier``.
+Independently, a model call whose prompt would not fit the alias's ``context_window``
+(counted with the token counter) is denied before it reaches the provider.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict, deque
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from taskloom import hookimpl
+from taskloom.config import Settings
+from taskloom.tokens import count_messages
+from taskloom.types import Action, Denial, Event
+
+NAME = "limits"
+DAY = 86_400.0
+
+
+class Tier(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    requests_per_minute: int | None = Field(None, ge=0)
+    tokens_per_day: int | None = Field(None, ge=0)
+    concurrent_runs: int | None = Field(None, ge=0)
+    allowed_models: list[str] | None = Field(None, description="Model aliases allowed (None: all).")
+    allowed_tools: list[str] | None = Field(None, description="Tools allowed (None: all).")
+    max_delegation_depth: int | None = Field(None, ge=0)
+
+
+class LimitsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tiers: dict[str, Tier] = Field(default_factory=dict)
+    users: dict[str, str] = Field(default_factory=dict, description="User id to tier name.")
+    default_tier: str | None = None
+    context_check: bool = Field(True, description="Deny prompts longer than the alias's context_window.")
+
+    @model_validator(mode="after")
+    def _known_tiers(self) -> LimitsConfig:
+        names = set(self.tiers)
+        for user, tier in self.users.items():
+            if tier not in names:
+                raise ValueError(f"user {user!r} has unknown tier {tier!r} (tiers: {', '.join(sorted(names)) or 'none'})")
+        if self.default_tier is not None and self.default_tier not in names:
+            raise ValueError(f"default_tier {self.default_tier!r} is not a defined tier")
+        return self
+
+
+class Limits:
+    """One instance per kernel; counters are per user."""
+
+    def __init__(self, clock: Any = time.monotonic) -> None:
+        self.config = LimitsConfig()
+        self.clock = clock
+        self.requests: dict[str, deque[float]] = defaultdict(deque)
+        self.tokens: dict[str, deque[tuple[float, int]]] = defaultdict(deque)
+        self.running: dict[str, set[str]] = defaultdict(set)
+
+    @hookimpl
+    def taskloom_config_model(self) -> type[BaseModel]:
+        return LimitsConfig
+
+    @hookimpl
+    def taskloom_configure(self, settings: Settings) -> None:
+        self.config = settings.plugin_config(NAME) or LimitsConfig()
+
+    def tier_of(self, user: str | None, tier: str | None) -> tuple[str, Tier] | None:
+        name = tier or (self.config.users.get(user) if user else None) or self.config.default_tier
+        if name is None:
+            return None
+        found = self.config.tiers.get(name)
+        return (name, found) if found is not None else None
+
+    @hookimpl
+    def taskloom_check(self, action: Action, settings: Settings) -> Denial | None:
+        meta = action.metadata
+        user = meta.user or "anonymous"
+        if action.kind == "model_call" and action.request is not None and self.config.context_check:
+            denial = self._context(action, settings)
+            if denial:
+                return denial
+        found = self.tier_of(meta.user, meta.tier)
+        if found is None:
+            return None
+        name, tier = found
+        if action.kind == "model_call" and action.request is not None:
+            model = action.request.model
+            if tier.allowed_models is not None and model not in tier.allowed_models:
+                return Denial(reason=f"tier {name!r} may not use model {model!r} (allowed: {', '.join(tier.allowed_models)})", plugin=NAME)
+            now = self.clock()
+            if tier.tokens_per_day is not None:
+                used = self._tokens_today(user, now)
+                if used >= tier.tokens_per_day:
+                    return Denial(reason=f"tier {name!r} allows {tier.tokens_per_day} tokens a day; {user} used {used}", plugin=NAME)
+            if tier.requests_per_minute is not None:
+                window = self.requests[user]
+                while window and now - window[0] >= 60.0:
+                    window.popleft()
+                if len(window) >= tier.requests_per_minute:
+                    wait = 60.0 - (now - window[0])
+                    return Denial(reason=f"tier {name!r} allows {tier.requests_per_minute} requests a minute; try again in {wait:.0f} s", plugin=NAME)
+                window.append(now)
+        elif action.kind == "tool_call" and tier.allowed_tools is not None and action.tool not in tier.allowed_tools:
+            return Denial(reason=f"tier {name!r} may not use tool {action.tool!r}", plugin=NAME)
+        elif action.kind == "delegate" and tier.max_delegation_depth is not None and meta.depth > tier.max_delegation_depth:
+            return Denial(reason=f"tier {name!r} allows delegation {tier.max_delegation_depth} deep; this is {meta.depth}", plugin=NAME)
+        elif action.kind == "run" and tier.concurrent_runs is not None:
+            if len(self.running[user]) >= tier.concurrent_runs:
+                return Denial(reason=f"tier {name!r} allows {tier.concurrent_runs} concurrent runs; {user} has {len(self.running[user])}", plugin=NAME)
+        return None
+
+    def _context(self, action: Action, settings: Settings) -> Denial | None:
+        request = action.request
+        assert request is not None
+        config = settings.models.get(request.model)
+        window = (config.options.get("context_window") if config else None) or None
+        if not window:
+            return None
+        tokens = count_messages(request.messages, config.model if config else request.model)
+        if tokens > int(window):
+            return Denial(reason=f"the prompt has about {tokens} tokens; {request.model} holds {window}", plugin=NAME)
+        return None
+
+    def _tokens_today(self, user: str, now: float) -> int:
+        window = self.tokens[user]
+        while window and now - window[0][0] >= DAY:
+            window.popleft()
+        return sum(n for _, n in window)
+
+    @hookimpl
+    def taskloom_event(self, event: Event) -> None:
+        kind = event.kind
+        if kind == "model.call":
+            usage = event.data.get("usage")
+            user = event.data.get("user") or "anonymous"
+            if usage is not None and not event.data.get("cached"):
+                self.tokens[user].append((self.clock(), usage.total_tokens))
+        elif kind == "run.start":
+            self.running[event.data.get("user") or "anonymous"].add(event.run_id or "")
+        elif kind in ("run.finish", "run.fail", "run.interrupt"):
+            self.running[event.data.get("user") or "anonymous"].discard(event.run_id or "")

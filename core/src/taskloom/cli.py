@@ -1,0 +1,171 @@
+"""The ``taskloom`` command.
+
+Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error. Errors are one
+line; ``--debug`` shows the traceback. Plugins add subcommands with
+``taskloom_register_commands``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import click
+
+from . import __version__
+from .errors import TaskloomError
+
+T = TypeVar("T")
+
+
+class _Group(click.Group):
+    """Loads plugin commands on demand, after ``--config`` has been parsed."""
+
+    def _plugin_commands(self, ctx: click.Context) -> dict[str, click.Command]:
+        cache = ctx.meta.get("taskloom.commands")
+        if cache is None:
+            cache = {}
+            try:
+                kernel = get_kernel(ctx)
+            except TaskloomError:
+                return {}  # the error is reported when the command itself runs
+            def register(command: click.Command) -> None:
+                if command.name and command.name not in self.commands:
+                    cache[command.name] = command
+            for plugin, thunk in kernel.plugins.call_each("taskloom_register_commands", register=register):
+                try:
+                    thunk()
+                except Exception as exc:
+                    kernel.plugins.fail(plugin, f"taskloom_register_commands raised {type(exc).__name__}: {exc}")
+            ctx.meta["taskloom.commands"] = cache
+        return cache  # type: ignore[no-any-return]
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._plugin_commands(ctx)})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        return super().get_command(ctx, name) or self._plugin_commands(ctx).get(name)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        debug = ctx.params.get("debug", False)
+        try:
+            return super().invoke(ctx)
+        except TaskloomError as exc:
+            if debug:
+                raise
+            _fail(str(exc), exc.exit_code)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if debug:
+                raise
+            _fail(f"{type(exc).__name__}: {exc} (run with --debug for the traceback)", 1)
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def get_kernel(ctx: click.Context) -> Any:
+    """The kernel for this invocation, assembled once from ``--config``."""
+    root = ctx.find_root()
+    kernel = root.meta.get("taskloom.kernel")
+    if kernel is None:
+        from .kernel import load_kernel
+
+        kernel = load_kernel(root.params.get("config"))
+        root.meta["taskloom.kernel"] = kernel
+        if root.invoked_subcommand != "plugins":
+            for info in kernel.plugins.failed:
+                click.echo(f"warning: plugin {info.name} failed: {info.reason}", err=True)
+    return kernel
+
+
+def run_async(ctx: click.Context, fn: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+    """Run ``fn(kernel)`` on an event loop and close the kernel's components after."""
+    import anyio
+
+    kernel = get_kernel(ctx)
+
+    async def main() -> T:
+        try:
+            return await fn(kernel)
+        finally:
+            await kernel.aclose()
+
+    return anyio.run(main)
+
+
+def echo_json(value: Any) -> None:
+    from pydantic_core import to_jsonable_python
+
+    click.echo(json.dumps(to_jsonable_python(value), indent=2, ensure_ascii=False))
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="taskloom")
+@click.option("--config", "config", type=click.Path(dir_okay=False), help="Configuration file (default: taskloom.toml, then pyproject.toml).")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def main(config: str | None, debug: bool) -> None:
+    """taskloom: run LLM agents and multi-agent workflows."""
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def plugins(ctx: click.Context, as_json: bool) -> None:
+    """List installed plugins: distribution, version, hooks and status."""
+    kernel = get_kernel(ctx)
+    infos = sorted(kernel.plugins.infos.values(), key=lambda i: i.name)
+    if as_json:
+        echo_json([i.as_dict() for i in infos])
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("plugin", "distribution", "version", "status", "hooks", box=None)
+    for i in infos:
+        colour = {"enabled": "green", "failed": "red"}.get(i.status, "dim")
+        hooks = ", ".join(h.removeprefix("taskloom_") for h in i.hooks)
+        table.add_row(i.name, i.distribution or "", i.version or "", f"[{colour}]{i.status_text}[/{colour}]", hooks)
+    Console(soft_wrap=True).print(table)
+
+
+@main.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def config(ctx: click.Context, as_json: bool) -> None:
+    """Print the effective configuration (secrets redacted)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    kernel = get_kernel(ctx)
+    data = kernel.settings.to_dict()
+    data["source"] = str(kernel.settings.source) if kernel.settings.source else None
+    if as_json:
+        echo_json(data)
+    else:
+        from rich.console import Console
+        from rich.pretty import Pretty
+
+        Console().print(Pretty(data))
+
+
+@config.command("schema")
+@click.pass_context
+def config_schema(ctx: click.Context) -> None:
+    """Print the JSON Schema of the configuration file, with every plugin's section."""
+    from .config import settings_schema
+
+    kernel = get_kernel(ctx)
+    models = {}
+    for impl in kernel.plugins.pm.hook.taskloom_config_model.get_hookimpls():
+        models[impl.plugin_name] = impl.function()
+    echo_json(settings_schema(models))
+
+
+from . import cli_agent as _cli_agent  # noqa: E402  (registers ask, tools, models)
+
+_cli_agent.install(main)

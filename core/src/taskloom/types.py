@@ -1,0 +1,330 @@
+"""The data that flows through taskloom: messages, tools, requests, responses, usage, cost,
+events, and the Protocols that I/O components (providers, caches, stores, executors)
+implement.
+
+Everything here is a pydantic v2 model so that it validates at the edges, serialises to
+JSON for the cache and the run store, and crosses process boundaries (executors).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from decimal import Decimal
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Role = Literal["system", "user", "assistant", "tool"]
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------- messages
+
+
+class TextPart(_Model):
+    type: Literal["text"] = "text"
+    text: str
+
+
+class ImagePart(_Model):
+    """An image given by URL or as base64 data with its media type."""
+
+    type: Literal["image"] = "image"
+    url: str | None = None
+    data: str | None = None
+    media_type: str | None = None
+
+
+Part = TextPart | ImagePart
+
+
+class ToolCall(_Model):
+    """A call the model asks for. ``arguments`` is the parsed JSON object, or None when
+    the model sent text that is not a JSON object (kept verbatim in ``raw_arguments``)."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any] | None = None
+    raw_arguments: str = ""
+
+    @classmethod
+    def parse(cls, id: str, name: str, raw: str | dict[str, Any] | None) -> ToolCall:
+        """Build a call from arguments as a provider sent them (JSON text or object)."""
+        if isinstance(raw, dict):
+            return cls(id=id, name=name, arguments=raw, raw_arguments=json.dumps(raw))
+        text = raw or ""
+        try:
+            value = json.loads(text) if text.strip() else {}
+        except json.JSONDecodeError:
+            value = None
+        return cls(
+            id=id,
+            name=name,
+            arguments=value if isinstance(value, dict) else None,
+            raw_arguments=text,
+        )
+
+
+class Message(_Model):
+    role: Role
+    content: str | list[Part] = ""
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    tool_call_id: str | None = None
+    name: str | None = None
+    is_error: bool = False
+
+    @property
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(p.text for p in self.content if isinstance(p, TextPart))
+
+    @classmethod
+    def system(cls, text: str) -> Message:
+        return cls(role="system", content=text)
+
+    @classmethod
+    def user(cls, content: str | list[Part]) -> Message:
+        return cls(role="user", content=content)
+
+    @classmethod
+    def assistant(cls, text: str = "", tool_calls: list[ToolCall] | None = None) -> Message:
+        return cls(role="assistant", content=text, tool_calls=tool_calls or [])
+
+    @classmethod
+    def tool(cls, call_id: str, name: str, content: str, *, is_error: bool = False) -> Message:
+        return cls(role="tool", content=content, tool_call_id=call_id, name=name, is_error=is_error)
+
+
+# --------------------------------------------------------------------------- tools
+
+
+class ToolSpec(_Model):
+    """What a model is told about a tool: its name, description and JSON Schema."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+ToolChoice = Literal["auto", "none", "required"] | str
+"""``auto``, ``none``, ``required`` (some tool), or the name of one tool to force."""
+
+
+# --------------------------------------------------------------------------- requests
+
+
+class RequestMeta(_Model):
+    """Who a call is for; used by policy, routing, the ledger and cost attribution."""
+
+    model_config = ConfigDict(extra="allow")
+
+    run_id: str | None = None
+    task_id: str | None = None
+    agent: str | None = None
+    user: str | None = None
+    tier: str | None = None
+    task_type: str | None = None
+    depth: int = 0
+
+
+class ModelRequest(_Model):
+    model: str
+    """A model alias from config (``[models.<alias>]``), or ``auto`` for the router."""
+    messages: list[Message]
+    tools: list[ToolSpec] = Field(default_factory=list)
+    tool_choice: ToolChoice = "auto"
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    stop: list[str] | None = None
+    seed: int | None = None
+    output_schema: dict[str, Any] | None = None
+    """A JSON Schema the answer must satisfy (structured output)."""
+    metadata: RequestMeta = Field(default_factory=RequestMeta)
+    cache: bool = True
+    """Whether the gateway may answer from, and store into, the response cache."""
+    timeout: float | None = None
+    """Seconds for one provider attempt; the model's configured timeout when None."""
+
+
+# --------------------------------------------------------------------------- usage and cost
+
+
+class Usage(_Model):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage.model_construct(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cached_input_tokens=self.cached_input_tokens + other.cached_input_tokens,
+            reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
+        )
+
+
+ZERO = Decimal(0)
+
+
+class Cost(_Model):
+    """An exact cost in US dollars with its breakdown. ``priced`` is False when no cost
+    model knew the model's price: the figure is then unknown, not zero."""
+
+    total: Decimal = ZERO
+    input: Decimal = ZERO
+    output: Decimal = ZERO
+    cached_input: Decimal = ZERO
+    tools: Decimal = ZERO
+    priced: bool = True
+    source: str | None = None
+    """The cost model (plugin) that priced it."""
+
+    @classmethod
+    def unpriced(cls) -> Cost:
+        return cls(priced=False)
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost.model_construct(
+            total=self.total + other.total,
+            input=self.input + other.input,
+            output=self.output + other.output,
+            cached_input=self.cached_input + other.cached_input,
+            tools=self.tools + other.tools,
+            priced=self.priced and other.priced,
+            source=self.source if self.source == other.source else None,
+        )
+
+
+# --------------------------------------------------------------------------- responses
+
+
+class ModelResponse(_Model):
+    message: Message
+    finish_reason: FinishReason = "stop"
+    usage: Usage = Field(default_factory=Usage)
+    model: str = ""
+    """The provider's model name actually used."""
+    alias: str = ""
+    """The config alias (deployment) actually used, after routing and fallback."""
+    provider: str = ""
+    latency_s: float = 0.0
+    cached: bool = False
+    cost: Cost | None = None
+    attempts: int = 1
+
+    @property
+    def text(self) -> str:
+        return self.message.text
+
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        return self.message.tool_calls
+
+
+class StreamDelta(_Model):
+    """One piece of a streamed answer: text, a fragment of a tool call (by index), or the
+    final usage and finish reason."""
+
+    text: str = ""
+    tool_index: int | None = None
+    tool_id: str | None = None
+    tool_name: str | None = None
+    arguments: str = ""
+    usage: Usage | None = None
+    finish_reason: FinishReason | None = None
+    model: str | None = None
+
+
+class Capabilities(_Model):
+    tools: bool = True
+    streaming: bool = True
+    embeddings: bool = False
+    structured_output: bool = False
+    context_window: int = 4096
+
+
+class Event(_Model):
+    """Something that happened, sent to every progress sink. ``kind`` is dotted
+    (``model.call``, ``tool.call``, ``run.start``...); ``data`` holds the details."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    kind: str
+    time: float = Field(default_factory=time.time)
+    run_id: str | None = None
+    task_id: str | None = None
+    agent: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class Denial(_Model):
+    """A policy's refusal: which plugin refused and why."""
+
+    reason: str
+    plugin: str = ""
+
+
+class Action(_Model):
+    """What the policy hook is asked about."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    kind: Literal["model_call", "tool_call", "run", "delegate"]
+    request: ModelRequest | None = None
+    tool: str | None = None
+    arguments: dict[str, Any] | None = None
+    metadata: RequestMeta = Field(default_factory=RequestMeta)
+    estimated_cost: Decimal | None = None
+
+
+# --------------------------------------------------------------------------- protocols
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """A model deployment: one ``[models.<alias>]`` entry bound to a provider plugin."""
+
+    name: str
+
+    def capabilities(self) -> Capabilities: ...
+
+    async def complete(self, request: ModelRequest) -> ModelResponse: ...
+
+    def stream(self, request: ModelRequest) -> AsyncIterator[StreamDelta]: ...
+
+    async def embed(self, texts: list[str]) -> list[list[float]]: ...
+
+    def count_tokens(self, messages: list[Message]) -> int: ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Cache(Protocol):
+    """A response cache keyed by strings; values are opaque bytes."""
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def set(self, key: str, value: bytes, ttl: float | None = None) -> None: ...
+
+    async def invalidate(self, prefix: str = "") -> int: ...
+
+    def stats(self) -> dict[str, int]: ...
+
+    async def aclose(self) -> None: ...
+
+
+ToolFunction = Callable[..., Any] | Callable[..., Awaitable[Any]]
