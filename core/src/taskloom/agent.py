@@ -177,7 +177,7 @@ class _Run:
     def emit(self, kind: str, data: dict[str, Any]) -> None:
         if self.kernel.has_sinks:
             m = self.meta
-            self.kernel.emit(Event.model_construct(kind=kind, time=time.time(), run_id=m.run_id, task_id=m.task_id, agent=self.agent.name, data=data))
+            self.kernel.emit(Event(kind=kind, time=time.time(), run_id=m.run_id, task_id=m.task_id, agent=self.agent.name, data=data))
 
 
 async def run_agent(
@@ -214,7 +214,7 @@ async def run_agent(
         if limit:
             stop = limit
             break
-        request = ModelRequest.model_construct(
+        request = ModelRequest(
             model=agent.model,
             messages=list(messages),
             tools=specs,
@@ -373,7 +373,7 @@ async def _run_tool_call(state: _Run, tools: dict[str, Tool], call: ToolCall) ->
         result = await kernel.tools.call(call, allowed=set(tools))
     else:
         try:
-            kernel.check(Action.model_construct(kind="tool_call", request=None, tool=call.name, arguments=call.arguments, metadata=state.meta, estimated_cost=None))
+            kernel.check(Action(kind="tool_call", tool=call.name, arguments=call.arguments, metadata=state.meta))
         except PolicyDenied as exc:
             result = ToolResult(f"error: {exc}", True)
         else:
@@ -389,7 +389,7 @@ async def _run_tool_call(state: _Run, tools: dict[str, Tool], call: ToolCall) ->
             state.budget.charge(Usage(), cost)
     state.tool_log.append(ToolCallLog(id=call.id, name=call.name, arguments=call.arguments, result=result.content, is_error=result.is_error, duration_s=result.duration_s))
     meta = state.meta
-    record = ToolCallRecord.model_construct(
+    record = ToolCallRecord(
         run_id=meta.run_id,
         task_id=meta.task_id,
         agent=state.agent.name,

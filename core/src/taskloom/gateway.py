@@ -34,7 +34,7 @@ from .errors import (
     ProviderTimeout,
 )
 from .records import CallRecord
-from .resilience import CircuitBreaker
+from .resilience import CircuitBreaker, deadline
 from .types import Action, Cost, Event, Message, ModelRequest, ModelResponse, StreamDelta, ToolCall, Usage
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ class Gateway:
         kernel = self.kernel
         if not request.model:
             request.model = self.settings.taskloom.default_model
-        kernel.check(Action.model_construct(kind="model_call", request=request, metadata=request.metadata, tool=None, arguments=None, estimated_cost=None))
+        kernel.check(Action(kind="model_call", request=request, metadata=request.metadata))
         chain = kernel.route(request)
         if chain:
             if kernel.has_sinks:
@@ -148,7 +148,7 @@ class Gateway:
             while True:
                 attempt += 1
                 try:
-                    with anyio.fail_after(timeout):
+                    async with deadline(timeout):
                         response = await provider.complete(request)
                     if not isinstance(response, ModelResponse):
                         raise BadRequest(f"provider {provider.name} returned {type(response).__name__}, not a ModelResponse")
@@ -242,7 +242,7 @@ class Gateway:
         cost = response.cost or Cost.unpriced()
         if not cost.priced:
             kernel.plugins.warn_once(f"unpriced:{response.alias}", f"no cost model knows the price of {response.alias} ({response.model}); its calls are reported as unpriced")
-        record = CallRecord.model_construct(
+        record = CallRecord(
             run_id=meta.run_id,
             task_id=meta.task_id,
             agent=meta.agent,
@@ -285,7 +285,7 @@ class Gateway:
     @staticmethod
     def _event(kind: str, request: ModelRequest, data: dict[str, Any]) -> Event:
         meta = request.metadata
-        return Event.model_construct(kind=kind, time=time.time(), run_id=meta.run_id, task_id=meta.task_id, agent=meta.agent, data=data)
+        return Event(kind=kind, time=time.time(), run_id=meta.run_id, task_id=meta.task_id, agent=meta.agent, data=data)
 
 
 class StreamAssembler:
@@ -386,7 +386,7 @@ class ModelStream:
                 deltas = provider.stream(request)
                 try:
                     while True:
-                        with anyio.fail_after(timeout):
+                        async with deadline(timeout):
                             try:
                                 delta = await deltas.__anext__()
                             except StopAsyncIteration:

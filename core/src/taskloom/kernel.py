@@ -76,19 +76,25 @@ class Kernel:
         self._register_all()
         hook = plugins.pm.hook
         router = settings.taskloom.router
-        if router:
-            if router not in plugins.infos:
-                raise ConfigError(f"{settings.where}: [taskloom] router: no plugin named {router!r}{did_you_mean(router, plugins.infos)}")
-            others = [p for n, p in plugins.pm.list_name_plugin() if n != router]
-            self._route = plugins.pm.subset_hook_caller("taskloom_route", others)
-        else:
-            self._route = hook.taskloom_route
-        self._check = hook.taskloom_check
-        self._price = hook.taskloom_price
-        self._tool_price = hook.taskloom_tool_price
-        self._event = hook.taskloom_event
-        self.has_sinks = bool(hook.taskloom_event.get_hookimpls())
-        self.has_policies = bool(hook.taskloom_check.get_hookimpls())
+        if router and router not in plugins.infos:
+            raise ConfigError(f"{settings.where}: [taskloom] router: no plugin named {router!r}{did_you_mean(router, plugins.infos)}")
+        # Decision hooks run on every call, so their implementations are listed once here
+        # and called directly in pluggy's order (last registered first). Policies and sinks
+        # are called one by one so a failure is attributed to its plugin and never stops
+        # delivery to the others. With TASKLOOM_TRACE_PLUGINS set, events still go through
+        # pluggy so that they are traced.
+        def impls(name: str, only: str | None = None) -> list[tuple[str, Callable[..., Any]]]:
+            found = reversed(getattr(hook, name).get_hookimpls())
+            return [(i.plugin_name, i.function) for i in found if only is None or i.plugin_name == only]
+
+        self._routers = impls("taskloom_route", router)
+        self._pricers = impls("taskloom_price")
+        self._tool_pricers = impls("taskloom_tool_price")
+        self._traced = bool(os.environ.get("TASKLOOM_TRACE_PLUGINS"))
+        self._policies = impls("taskloom_check")
+        self._sinks = impls("taskloom_event")
+        self.has_sinks = bool(self._sinks)
+        self.has_policies = bool(self._policies)
 
     # ---------------------------------------------------------------- assembly
 
@@ -171,49 +177,56 @@ class Kernel:
     # ---------------------------------------------------------------- decision hooks
 
     def route(self, request: ModelRequest) -> list[str] | None:
-        result: list[str] | None = self._route(request=request, settings=self.settings)
-        return result
+        for _, router in self._routers:
+            chain: list[str] | None = router(request=request, settings=self.settings)
+            if chain:
+                return chain
+        return None
 
     def check(self, action: Action) -> None:
         """Run every policy; raise PolicyDenied with the first denial's reason."""
-        if not self.has_policies:
-            return
-        try:
-            results: list[Denial] = self._check(action=action, settings=self.settings)
-        except Exception as exc:
-            # A policy that crashes denies: failing open would bypass every limit.
-            raise PolicyDenied(f"policy check failed: {type(exc).__name__}: {exc}", "policy") from exc
-        for denial in results:
+        settings = self.settings
+        for plugin, policy in self._policies:
+            try:
+                denial: Denial | None = policy(action=action, settings=settings)
+            except Exception as exc:
+                # A policy that crashes denies: failing open would bypass every limit.
+                raise PolicyDenied(f"policy check failed: {type(exc).__name__}: {exc}", plugin) from exc
             if denial is not None:
-                raise PolicyDenied(denial.reason, denial.plugin)
+                raise PolicyDenied(denial.reason, denial.plugin or plugin)
 
     def price(self, alias: str, model: str, provider: str, usage: Usage) -> Cost:
-        try:
-            cost: Cost | None = self._price(alias=alias, model=model, provider=provider, usage=usage, settings=self.settings)
-        except Exception as exc:
-            self.plugins.warn_once(f"price:{alias}", f"a cost model raised {type(exc).__name__}: {exc}; {alias} is unpriced")
-            cost = None
-        return cost if cost is not None else Cost.unpriced()
+        for plugin, pricer in self._pricers:
+            try:
+                cost: Cost | None = pricer(alias=alias, model=model, provider=provider, usage=usage, settings=self.settings)
+            except Exception as exc:
+                self.plugins.warn_once(f"price:{plugin}", f"cost model {plugin} raised {type(exc).__name__}: {exc}")
+                continue
+            if cost is not None:
+                return cost
+        return Cost.unpriced()
 
     def tool_price(self, name: str, arguments: dict[str, Any]) -> Cost | None:
-        costs: list[Cost] = self._tool_price(name=name, arguments=arguments, settings=self.settings)
         total: Cost | None = None
-        for c in costs:
-            total = c if total is None else total + c
+        for plugin, pricer in self._tool_pricers:
+            try:
+                cost: Cost | None = pricer(name=name, arguments=arguments, settings=self.settings)
+            except Exception as exc:
+                self.plugins.warn_once(f"tool-price:{plugin}", f"cost model {plugin} raised {type(exc).__name__}: {exc}")
+                continue
+            if cost is not None:
+                total = cost if total is None else total + cost
         return total
 
     def emit(self, event: Event) -> None:
-        if not self.has_sinks:
+        if self._traced:
+            self.plugins.pm.hook.taskloom_event(event=event)
             return
-        try:
-            self._event(event=event)
-        except Exception:
-            # Find the sink that raised, report it once, and still deliver to the others.
-            for plugin, thunk in self.plugins.call_each("taskloom_event", event=event):
-                try:
-                    thunk()
-                except Exception as exc:
-                    self.plugins.warn_once(f"event:{plugin}", f"progress sink {plugin} raised {type(exc).__name__}: {exc}")
+        for plugin, sink in self._sinks:
+            try:
+                sink(event=event)
+            except Exception as exc:
+                self.plugins.warn_once(f"event:{plugin}", f"progress sink {plugin} raised {type(exc).__name__}: {exc}")
 
     # ---------------------------------------------------------------- lifecycle
 

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic_core import to_jsonable_python
 
 from .config import did_you_mean
+from .resilience import deadline
 from .types import ToolCall, ToolSpec
 
 DEFAULT_TIMEOUT = 60.0
@@ -118,7 +119,7 @@ class Tool:
         kwargs = {**(validated.model_extra or {})} if self.passthrough else dict(validated)
         limit = timeout if timeout is not None else self.timeout
         try:
-            with anyio.fail_after(limit):
+            async with deadline(limit):
                 if self.is_async:
                     value = await self.function(**kwargs)
                 else:

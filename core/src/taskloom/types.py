@@ -168,7 +168,7 @@ class Usage(_Model):
         return self.input_tokens + self.output_tokens
 
     def __add__(self, other: Usage) -> Usage:
-        return Usage.model_construct(
+        return Usage(
             input_tokens=self.input_tokens + other.input_tokens,
             output_tokens=self.output_tokens + other.output_tokens,
             cached_input_tokens=self.cached_input_tokens + other.cached_input_tokens,
@@ -197,7 +197,7 @@ class Cost(_Model):
         return cls(priced=False)
 
     def __add__(self, other: Cost) -> Cost:
-        return Cost.model_construct(
+        return Cost(
             total=self.total + other.total,
             input=self.input + other.input,
             output=self.output + other.output,

@@ -1,0 +1,331 @@
+"""Every stage of the gateway, driven by the fault-injecting scripted provider."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from taskloom import Denial, Event, Message, ModelRequest, hookimpl, load_kernel
+from taskloom.errors import (
+    AllDeploymentsFailed,
+    AuthenticationError,
+    BadRequest,
+    CircuitOpen,
+    ConfigError,
+    PolicyDenied,
+    ProviderTimeout,
+    RateLimitError,
+)
+from taskloom.testing import register_plugin
+
+pytestmark = pytest.mark.anyio
+
+FAST_RETRY = {"attempts": 3, "base_delay": 0.001, "max_delay": 0.002}
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    @hookimpl
+    def taskloom_event(self, event: Event) -> None:
+        self.events.append(event)
+
+    def kinds(self) -> list[str]:
+        return [e.kind for e in self.events]
+
+
+def make_kernel(models: dict[str, dict[str, Any]] | None = None, *plugins: object, **taskloom: Any):
+    models = models or {"fake": {"provider": "scripted", "retry": FAST_RETRY}}
+    config = {"taskloom": {"store": "memory", "default_model": next(iter(models)), **taskloom}, "models": models}
+    with register_plugin(Recorder(), "recorder") as _:
+        pass
+    names = []
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        for i, p in enumerate(plugins):
+            names.append(stack.enter_context(register_plugin(p, f"test-plugin-{i}")))
+        return load_kernel(config)
+
+
+def req(text: str = "hello", model: str = "", **kw: Any) -> ModelRequest:
+    return ModelRequest(model=model, messages=[Message.user(text)], **kw)
+
+
+async def test_complete_records_prices_and_emits() -> None:
+    rec = Recorder()
+    kernel = make_kernel(None, rec)
+    kernel.provider("fake").add_text("hi there")
+    response = await kernel.gateway.complete(req(metadata={"run_id": "r1", "task_id": "t1"}))
+    assert response.text == "hi there"
+    assert response.alias == "fake" and response.provider == "scripted"
+    assert response.usage.input_tokens > 0 and response.usage.output_tokens > 0
+    assert response.cost is not None and response.cost.priced and response.cost.total == 0
+    calls = await kernel.store.get_calls("r1")
+    assert len(calls) == 1 and calls[0].task_id == "t1" and calls[0].usage == response.usage
+    call_events = [e for e in rec.events if e.kind == "model.call"]
+    assert len(call_events) == 1 and call_events[0].run_id == "r1"
+
+
+async def test_policy_denial_stops_before_the_provider() -> None:
+    class NoBigPrompts:
+        @hookimpl
+        def taskloom_check(self, action, settings):  # type: ignore[no-untyped-def]
+            if action.kind == "model_call" and "secret" in action.request.messages[-1].text:
+                return Denial(reason="prompt mentions a secret", plugin="guard")
+            return None
+
+    kernel = make_kernel(None, NoBigPrompts())
+    provider = kernel.provider("fake")
+    provider.add_text("never")
+    with pytest.raises(PolicyDenied, match="denied by guard: prompt mentions a secret"):
+        await kernel.gateway.complete(req("tell me the secret"))
+    assert provider.requests == []
+
+
+async def test_a_crashing_policy_denies() -> None:
+    class Broken:
+        @hookimpl
+        def taskloom_check(self, action, settings):  # type: ignore[no-untyped-def]
+            raise ZeroDivisionError("oops")
+
+    kernel = make_kernel(None, Broken())
+    with pytest.raises(PolicyDenied, match="policy check failed: ZeroDivisionError"):
+        await kernel.gateway.complete(req())
+
+
+async def test_router_chooses_the_chain() -> None:
+    class Router:
+        @hookimpl
+        def taskloom_route(self, request, settings):  # type: ignore[no-untyped-def]
+            return ["b"] if request.model == "auto" else None
+
+    models = {"a": {"provider": "scripted", "default": "from a"}, "b": {"provider": "scripted", "default": "from b"}}
+    kernel = make_kernel(models, Router())
+    assert (await kernel.gateway.complete(req(model="auto"))).text == "from b"
+    assert (await kernel.gateway.complete(req(model="a"))).text == "from a"
+
+
+async def test_auto_without_a_router_is_a_config_error() -> None:
+    kernel = make_kernel()
+    with pytest.raises(ConfigError, match='model "auto" needs a router'):
+        await kernel.gateway.complete(req(model="auto"))
+
+
+async def test_cache_hit_costs_nothing_and_skips_the_provider() -> None:
+    kernel = make_kernel({"fake": {"provider": "scripted", "model": "gpt-4o", "price": {"input": 2.5, "output": 10}}})
+    provider = kernel.provider("fake")
+    provider.add_text("first").add_text("second")
+    one = await kernel.gateway.complete(req("same"))
+    two = await kernel.gateway.complete(req("same"))
+    assert one.text == two.text == "first"
+    assert two.cached and not one.cached
+    assert one.cost.total > 0 and two.cost.total == 0
+    assert len(provider.requests) == 1
+    three = await kernel.gateway.complete(req("same", cache=False))
+    assert three.text == "second" and not three.cached
+    assert kernel.cache.stats()["hits"] == 1
+
+
+async def test_a_broken_cache_never_fails_the_call() -> None:
+    class BrokenCache:
+        async def get(self, key: str) -> bytes | None:
+            raise OSError("disk on fire")
+
+        async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+            raise OSError("disk on fire")
+
+        async def invalidate(self, prefix: str = "") -> int:
+            return 0
+
+        def stats(self) -> dict[str, int]:
+            return {}
+
+        async def aclose(self) -> None:
+            return None
+
+    class Plugin:
+        @hookimpl
+        def taskloom_register_caches(self, register, settings):  # type: ignore[no-untyped-def]
+            register("broken", lambda s: BrokenCache())
+
+    kernel = make_kernel({"fake": {"provider": "scripted", "default": "fine"}}, Plugin(), cache="broken")
+    assert (await kernel.gateway.complete(req())).text == "fine"
+
+
+async def test_transient_errors_are_retried_with_backoff_events() -> None:
+    rec = Recorder()
+    kernel = make_kernel(None, rec)
+    kernel.provider("fake").add_error("rate_limit").add_error("server").add_text("ok")
+    response = await kernel.gateway.complete(req())
+    assert response.text == "ok" and response.attempts == 3
+    retries = [e for e in rec.events if e.kind == "model.retry"]
+    assert [e.data["attempt"] for e in retries] == [1, 2]
+    assert "RateLimitError" in retries[0].data["error"]
+
+
+async def test_retry_after_is_honoured() -> None:
+    kernel = make_kernel()
+    kernel.provider("fake").add_error("rate_limit", retry_after=0.2).add_text("ok")
+    start = time.perf_counter()
+    await kernel.gateway.complete(req())
+    assert time.perf_counter() - start >= 0.2
+
+
+async def test_retry_after_longer_than_allowed_gives_up() -> None:
+    models = {"fake": {"provider": "scripted", "retry": {**FAST_RETRY, "max_retry_after": 1}}}
+    kernel = make_kernel(models)
+    kernel.provider("fake").add_error("rate_limit", retry_after=30).add_text("ok")
+    start = time.perf_counter()
+    with pytest.raises(RateLimitError):
+        await kernel.gateway.complete(req())
+    assert time.perf_counter() - start < 1
+
+
+async def test_terminal_errors_are_not_retried() -> None:
+    kernel = make_kernel()
+    provider = kernel.provider("fake")
+    provider.add_error("auth").add_text("never")
+    with pytest.raises(AuthenticationError):
+        await kernel.gateway.complete(req())
+    assert len(provider.requests) == 1
+
+
+async def test_retries_are_bounded() -> None:
+    kernel = make_kernel()
+    provider = kernel.provider("fake")
+    for _ in range(5):
+        provider.add_error("connection")
+    with pytest.raises(Exception) as err:
+        await kernel.gateway.complete(req())
+    assert type(err.value).__name__ == "ConnectionFailed"
+    assert len(provider.requests) == 3
+
+
+async def test_a_hanging_provider_times_out() -> None:
+    models = {"fake": {"provider": "scripted", "timeout": 0.05, "retry": {**FAST_RETRY, "attempts": 2}}}
+    kernel = make_kernel(models)
+    kernel.provider("fake").add_hang().add_hang()
+    start = time.perf_counter()
+    with pytest.raises(ProviderTimeout, match="did not answer within 0.05 s"):
+        await kernel.gateway.complete(req())
+    assert time.perf_counter() - start < 1
+
+
+async def test_garbage_from_a_provider_is_a_bad_request() -> None:
+    kernel = make_kernel()
+    kernel.provider("fake").add_error("garbage", message="unexpected token <html>")
+    with pytest.raises(BadRequest, match="ValueError: unexpected token <html>"):
+        await kernel.gateway.complete(req())
+
+
+async def test_circuit_breaker_opens_then_half_opens() -> None:
+    models = {"fake": {"provider": "scripted", "retry": {**FAST_RETRY, "attempts": 1}, "circuit": {"threshold": 2, "cooldown": 0.2}}}
+    kernel = make_kernel(models)
+    provider = kernel.provider("fake")
+    provider.add_error("server").add_error("server").add_text("recovered")
+    for _ in range(2):
+        with pytest.raises(Exception, match="scripted failure"):
+            await kernel.gateway.complete(req(cache=False))
+    assert kernel.gateway.breakers["fake"].state == "open"
+    with pytest.raises(CircuitOpen):
+        await kernel.gateway.complete(req(cache=False))
+    assert len(provider.requests) == 2
+    time.sleep(0.25)
+    assert kernel.gateway.breakers["fake"].state == "half-open"
+    assert (await kernel.gateway.complete(req(cache=False))).text == "recovered"
+    assert kernel.gateway.breakers["fake"].state == "closed"
+
+
+async def test_fallback_chain_moves_on_and_reports_every_failure() -> None:
+    rec = Recorder()
+    models = {
+        "primary": {"provider": "scripted", "fallbacks": ["second", "third"], "retry": FAST_RETRY},
+        "second": {"provider": "scripted", "retry": FAST_RETRY},
+        "third": {"provider": "scripted", "default": "third answers"},
+    }
+    kernel = make_kernel(models, rec)
+    kernel.provider("primary").add_error("auth")
+    kernel.provider("second").add_error("context")
+    response = await kernel.gateway.complete(req(model="primary"))
+    assert response.alias == "third" and response.text == "third answers"
+    assert [e.data["alias"] for e in rec.events if e.kind == "model.fallback"] == ["second", "third"]
+
+    kernel2 = make_kernel({k: {**v, "default": None} for k, v in models.items()})
+    kernel2.provider("primary").add_error("auth")
+    kernel2.provider("second").add_error("context")
+    kernel2.provider("third").add_error("bad_request")
+    with pytest.raises(AllDeploymentsFailed) as err:
+        await kernel2.gateway.complete(req(model="primary"))
+    message = str(err.value)
+    assert "primary: AuthenticationError" in message
+    assert "second: ContextWindowExceeded" in message
+    assert "third: BadRequest" in message
+
+
+async def test_price_override_is_exact_and_unknown_models_are_unpriced(capsys: pytest.CaptureFixture[str]) -> None:
+    models = {
+        "priced": {"provider": "scripted", "model": "house", "price": {"input": 3, "output": 15}},
+        "mystery": {"provider": "scripted", "model": "mystery-model"},
+    }
+    kernel = make_kernel(models)
+    kernel.settings.plugin_config("prices").free_providers = []
+    kernel.plugins.pm.hook.taskloom_configure(settings=kernel.settings)
+    from taskloom.types import Usage
+
+    p = kernel.provider("priced")
+    p.queue.append(__import__("taskloom.testing", fromlist=["Step"]).Step(text="x", usage=Usage(input_tokens=1000, output_tokens=100)))
+    response = await kernel.gateway.complete(req(model="priced"))
+    assert response.cost.total == Decimal("0.0045")
+    kernel.provider("mystery").add_text("?")
+    response = await kernel.gateway.complete(req(model="mystery"))
+    assert response.cost.priced is False
+    assert "no cost model knows the price of mystery" in capsys.readouterr().err
+
+
+async def test_a_raising_sink_is_reported_once_and_others_still_receive() -> None:
+    class Broken:
+        @hookimpl
+        def taskloom_event(self, event):  # type: ignore[no-untyped-def]
+            raise RuntimeError("sink down")
+
+    rec = Recorder()
+    kernel = make_kernel({"fake": {"provider": "scripted", "default": "ok"}}, Broken(), rec)
+    await kernel.gateway.complete(req("a"))
+    await kernel.gateway.complete(req("b"))
+    assert rec.kinds().count("model.call") == 2
+
+
+async def test_streaming_goes_through_every_stage() -> None:
+    rec = Recorder()
+    kernel = make_kernel(None, rec)
+    provider = kernel.provider("fake")
+    provider.add_error("rate_limit").add_text("streamed words arrive")
+    stream = kernel.gateway.stream(req("s"))
+    pieces = [d.text async for d in stream]
+    assert "".join(pieces) == "streamed words arrive"
+    assert stream.response is not None and stream.response.attempts == 2
+    assert "model.retry" in rec.kinds() and "model.call" in rec.kinds()
+    again = kernel.gateway.stream(req("s"))
+    assert "".join([d.text async for d in again]) == "streamed words arrive"
+    assert again.response.cached
+
+
+async def test_streamed_tool_call_fragments_are_assembled() -> None:
+    kernel = make_kernel()
+    kernel.provider("fake").add_tool_call("add", {"a": 1, "b": 22})
+    stream = kernel.gateway.stream(req("t"))
+    deltas = [d async for d in stream]
+    assert sum(1 for d in deltas if d.arguments) >= 2
+    call = stream.response.tool_calls[0]
+    assert call.name == "add" and call.arguments == {"a": 1, "b": 22}
+
+
+async def test_unknown_provider_in_config_is_a_clear_error() -> None:
+    kernel = make_kernel({"fake": {"provider": "openaii"}})
+    with pytest.raises(ConfigError, match=r"\[models.fake\] provider: no provider named 'openaii'"):
+        await kernel.gateway.complete(req())
