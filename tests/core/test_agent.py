@@ -1,0 +1,252 @@
+"""The agent loop: tool rounds, every bad input, limits, structured output, delegation."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from typing import Any
+
+import anyio
+import pytest
+from pydantic import BaseModel
+
+from taskloom import Agent, AgentLimits, Budget, Denial, hookimpl, load_kernel, run_agent
+from taskloom.testing import register_plugin
+from taskloom.types import Usage
+
+pytestmark = pytest.mark.anyio
+
+
+class Tools:
+    @hookimpl
+    def taskloom_register_tools(self, register, settings):  # type: ignore[no-untyped-def]
+        def add(a: int, b: int) -> int:
+            """Add two integers.
+
+            Args:
+                a: The first number.
+                b: The second number.
+            """
+            return a + b
+
+        async def slow(seconds: float) -> str:
+            """Sleep, then answer."""
+            await anyio.sleep(seconds)
+            return f"slept {seconds}"
+
+        def explode() -> str:
+            """Always fails."""
+            raise RuntimeError("kaboom")
+
+        register(add)
+        register(slow)
+        register(explode)
+        register(slow, name="sleepy", timeout=0.05)
+
+
+class NoExplode:
+    @hookimpl
+    def taskloom_check(self, action, settings):  # type: ignore[no-untyped-def]
+        if action.kind == "tool_call" and action.tool == "explode":
+            return Denial(reason="explode is not allowed", plugin="no-explode")
+        return None
+
+
+def make_kernel(*plugins: object, models: dict[str, Any] | None = None):
+    from contextlib import ExitStack
+
+    config = {
+        "taskloom": {"store": "memory", "default_model": "fake"},
+        "models": models or {"fake": {"provider": "scripted", "model": "gpt-4o-mini"}},
+    }
+    with ExitStack() as stack:
+        stack.enter_context(register_plugin(Tools(), "test-tools"))
+        for i, p in enumerate(plugins):
+            stack.enter_context(register_plugin(p, f"extra-{i}"))
+        return load_kernel(config)
+
+
+async def test_tool_round_trip() -> None:
+    kernel = make_kernel()
+    p = kernel.provider("fake")
+    p.add_tool_call("add", {"a": 2, "b": 40}).add_text("The sum is 42.")
+    result = await run_agent(kernel, Agent(tools=["add"]), "add 2 and 40")
+    assert result.ok and result.output == "The sum is 42."
+    assert result.turns == 2 and result.tool_calls[0].result == "42" and not result.tool_calls[0].is_error
+    tool_message = p.requests[1].messages[-1]
+    assert tool_message.role == "tool" and tool_message.text == "42"
+    assert p.requests[0].tools[0].name == "add"
+    assert p.requests[0].tools[0].parameters["properties"]["a"]["description"] == "The first number."
+    recorded = kernel.store.tool_calls
+    assert [(c.name, c.arguments, c.error) for c in recorded] == [("add", {"a": 2, "b": 40}, None)]
+
+
+async def test_tool_calls_run_concurrently_and_keep_order() -> None:
+    kernel = make_kernel()
+    p = kernel.provider("fake")
+    p.add_tool_calls([("slow", {"seconds": 0.3}), ("slow", {"seconds": 0.1}), ("add", {"a": 1, "b": 1})]).add_text("done")
+    start = time.perf_counter()
+    result = await run_agent(kernel, Agent(tools=["slow", "add"]), "go")
+    assert time.perf_counter() - start < 0.55
+    assert sorted(c.result for c in result.tool_calls) == ["2", "slept 0.1", "slept 0.3"]
+    tool_messages = [m.text for m in p.requests[1].messages if m.role == "tool"]
+    assert tool_messages == ["slept 0.3", "slept 0.1", "2"]
+
+
+@pytest.mark.parametrize(
+    ("name", "arguments", "expected"),
+    [
+        ("add", {"a": "two", "b": 1}, "invalid arguments for add: a: Input should be a valid integer"),
+        ("add", {"a": 1}, "invalid arguments for add: b: Field required"),
+        ("add", {"a": 1, "b": 2, "c": 3}, "c: Extra inputs are not permitted"),
+        ("add", '{"a": 1, "b": ', "arguments for add are not a JSON object"),
+        ("ad", {"a": 1, "b": 2}, "there is no tool named 'ad' (did you mean 'add'?)"),
+        ("explode", {}, "explode failed: RuntimeError: kaboom"),
+        ("sleepy", {"seconds": 5}, "sleepy timed out after 0.05 s"),
+    ],
+)
+async def test_bad_tool_calls_become_errors_the_model_sees(name: str, arguments: Any, expected: str) -> None:
+    kernel = make_kernel()
+    p = kernel.provider("fake")
+    p.add_tool_call(name, arguments).add_text("recovered")
+    result = await run_agent(kernel, Agent(tools=["add", "explode", "sleepy"]), "go")
+    assert result.ok and result.output == "recovered"
+    log = result.tool_calls[0]
+    assert log.is_error and expected in log.result
+    sent = p.requests[1].messages[-1]
+    assert sent.role == "tool" and sent.is_error and expected in sent.text
+
+
+async def test_policy_denied_tool_call_is_an_error_message_not_a_crash() -> None:
+    kernel = make_kernel(NoExplode())
+    p = kernel.provider("fake")
+    p.add_tool_call("explode").add_text("fine")
+    result = await run_agent(kernel, Agent(tools=["explode"]), "go")
+    assert result.ok
+    assert "denied by no-explode: explode is not allowed" in result.tool_calls[0].result
+
+
+async def test_turn_limit_keeps_the_best_answer() -> None:
+    kernel = make_kernel()
+    p = kernel.provider("fake")
+    for i in range(5):
+        p.add_tool_call("add", {"a": i, "b": 0}, text=f"thinking {i}")
+    result = await run_agent(kernel, Agent(tools=["add"], limits=AgentLimits(max_turns=3)), "loop")
+    assert result.stop_reason == "max_turns" and result.turns == 3
+    assert result.text == "thinking 2"
+    assert "3 turns" in result.detail
+    assert len(p.requests) == 3
+
+
+async def test_tool_call_limit() -> None:
+    kernel = make_kernel()
+    p = kernel.provider("fake")
+    p.add_tool_call("add", {"a": 1, "b": 1}).add_tool_calls([("add", {"a": 1, "b": 2}), ("add", {"a": 1, "b": 3})])
+    result = await run_agent(kernel, Agent(tools=["add"], limits=AgentLimits(max_tool_calls=2)), "go")
+    assert result.stop_reason == "max_tool_calls" and len(result.tool_calls) == 1
+
+
+async def test_token_limit_is_checked_before_the_next_call() -> None:
+    kernel = make_kernel()
+    p = kernel.provider("fake")
+    p.queue.clear()
+    from taskloom.testing import Step
+
+    p.queue.append(Step(text="partial", tool_calls=[], usage=Usage(input_tokens=900, output_tokens=200)))
+    p.queue[0].tool_calls = [__import__("taskloom").ToolCall(id="c1", name="add", arguments={"a": 1, "b": 1}, raw_arguments="{}")]
+    p.add_text("never reached")
+    result = await run_agent(kernel, Agent(tools=["add"], limits=AgentLimits(max_total_tokens=1000)), "go")
+    assert result.stop_reason == "max_tokens" and "1100" in result.detail
+    assert result.text == "partial"
+    assert len(p.requests) == 1
+
+
+async def test_cost_limit_and_shared_budget() -> None:
+    models = {"fake": {"provider": "scripted", "model": "m", "price": {"input": 1000, "output": 1000}, "default": "ok"}}
+    kernel = make_kernel(models=models)
+    p = kernel.provider("fake")
+    p.add_tool_call("add", {"a": 1, "b": 1}).add_text("done")
+    result = await run_agent(kernel, Agent(tools=["add"], limits=AgentLimits(max_cost_usd=Decimal("0.001"))), "go")
+    assert result.stop_reason == "max_cost" and result.cost.total > Decimal("0.001")
+
+    budget = Budget(usd=Decimal("0.05"))
+    first = await run_agent(kernel, Agent(name="one"), "x" * 200, budget=budget)
+    assert first.ok
+    second = await run_agent(kernel, Agent(name="two"), "again", budget=budget)
+    assert second.stop_reason == "budget" and "budget of $0.05 is spent" in second.detail
+
+
+async def test_wall_time_limit() -> None:
+    kernel = make_kernel()
+    p = kernel.provider("fake")
+    p.add_tool_call("slow", {"seconds": 0.3}).add_text("late")
+    result = await run_agent(kernel, Agent(tools=["slow"], limits=AgentLimits(timeout_s=0.1)), "go")
+    assert result.stop_reason == "timeout"
+    assert result.tool_calls[0].is_error and "timed out" in result.tool_calls[0].result
+
+
+async def test_provider_error_ends_the_run_with_the_reason() -> None:
+    kernel = make_kernel(models={"fake": {"provider": "scripted", "retry": {"attempts": 1}}})
+    p = kernel.provider("fake")
+    p.add_tool_call("add", {"a": 1, "b": 2}, text="half way").add_error("auth", message="key revoked")
+    result = await run_agent(kernel, Agent(tools=["add"]), "go")
+    assert result.stop_reason == "error" and "AuthenticationError: key revoked" in result.detail
+    assert result.text == "half way" and len(result.tool_calls) == 1
+
+
+class Verdict(BaseModel):
+    label: str
+    confidence: float
+
+
+async def test_structured_output_is_validated_and_repaired() -> None:
+    kernel = make_kernel()
+    p = kernel.provider("fake")
+    p.add_text("I think it is a bug").add_text('{"label": "bug"}').add_text('{"label": "bug", "confidence": 0.9}')
+    result = await run_agent(kernel, Agent(output_type=Verdict), "classify")
+    assert result.ok and result.output == Verdict(label="bug", confidence=0.9)
+    assert p.requests[0].output_schema["required"] == ["label", "confidence"]
+    repair = p.requests[1].messages[-1].text
+    assert "not JSON" in repair
+    assert "confidence: Field required" in p.requests[2].messages[-1].text
+    assert result.turns == 1 and result.requests == 3
+
+
+async def test_structured_output_gives_up_after_bounded_retries() -> None:
+    kernel = make_kernel()
+    p = kernel.provider("fake")
+    for _ in range(3):
+        p.add_text("nope")
+    result = await run_agent(kernel, Agent(output_type=Verdict, limits=AgentLimits(output_retries=2)), "classify")
+    assert result.stop_reason == "invalid_output" and result.output is None
+    assert len(p.requests) == 3
+
+
+async def test_output_schema_without_a_model_type() -> None:
+    kernel = make_kernel()
+    p = kernel.provider("fake")
+    p.add_text('{"n": "x"}').add_text('{"n": 3}')
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    result = await run_agent(kernel, Agent(output_schema=schema), "count")
+    assert result.ok and result.output == {"n": 3}
+
+
+async def test_delegation_and_depth_limit() -> None:
+    models = {"fake": {"provider": "scripted"}, "sub": {"provider": "scripted", "default": "sub says {prompt}"}}
+    kernel = make_kernel(models=models)
+    p = kernel.provider("fake")
+    p.add_tool_call("researcher", {"task": "find facts"}).add_text("boss done")
+    researcher = Agent(name="researcher", model="sub")
+    result = await run_agent(kernel, Agent(name="boss", delegates=[researcher]), "go")
+    assert result.ok and result.tool_calls[0].result == "sub says find facts"
+
+    p.add_tool_call("researcher", {"task": "deeper"}).add_text("stopped")
+    shallow = Agent(name="boss", delegates=[researcher], limits=AgentLimits(max_depth=0))
+    result = await run_agent(kernel, shallow, "go")
+    assert "delegation depth 1 passes the limit of 0" in result.tool_calls[0].result
+
+
+async def test_unknown_tool_name_in_agent_is_a_clear_error() -> None:
+    kernel = make_kernel()
+    with pytest.raises(KeyError, match="unknown tool 'addd'.*did you mean 'add'"):
+        await run_agent(kernel, Agent(tools=["addd"]), "go")

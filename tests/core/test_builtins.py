@@ -1,0 +1,198 @@
+"""The built-in plugins: memory cache, prices, limits, jsonl and console sinks."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from taskloom import Event, Message, ModelRequest, load_kernel
+from taskloom.builtin.limits import Limits, LimitsConfig
+from taskloom.builtin.memory_cache import MemoryCache
+from taskloom.builtin.prices import Prices
+from taskloom.config import load_settings
+from taskloom.errors import PolicyDenied
+from taskloom.types import Action, RequestMeta, Usage
+
+pytestmark = pytest.mark.anyio
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_memory_cache_ttl_lru_and_counters() -> None:
+    clock = Clock()
+    cache = MemoryCache(max_entries=2, max_bytes=100, ttl=10, clock=clock)
+    await cache.set("a:1", b"one")
+    await cache.set("a:2", b"two")
+    assert await cache.get("a:1") == b"one"  # a:1 is now most recent
+    await cache.set("b:1", b"three")  # evicts a:2, the least recently used
+    assert await cache.get("a:2") is None
+    assert await cache.get("b:1") == b"three"
+    clock.now += 11
+    assert await cache.get("a:1") is None  # expired
+    stats = cache.stats()
+    assert stats["hits"] == 2 and stats["misses"] == 2 and stats["evictions"] == 1 and stats["expirations"] == 1
+
+
+async def test_memory_cache_byte_cap_and_prefix_invalidation() -> None:
+    cache = MemoryCache(max_entries=100, max_bytes=10)
+    await cache.set("x:1", b"12345")
+    await cache.set("x:2", b"12345")
+    await cache.set("y:1", b"123")  # 13 bytes > 10: x:1 goes
+    assert await cache.get("x:1") is None
+    assert cache.stats()["bytes"] == 8
+    await cache.set("huge", b"x" * 50)  # larger than the whole cache: not kept
+    assert await cache.get("huge") is None
+    assert await cache.invalidate("x:") == 1
+    assert await cache.get("y:1") == b"123"
+
+
+def _prices(config: dict | None = None) -> tuple[Prices, object]:
+    settings = load_settings({"plugins": {"prices": config or {}}})
+    settings.set_plugin_config("prices", __import__("taskloom.builtin.prices", fromlist=["PricesConfig"]).PricesConfig)
+    prices = Prices()
+    prices.taskloom_configure(settings)
+    return prices, settings
+
+
+def test_prices_exact_decimal_with_cached_input() -> None:
+    prices, settings = _prices()
+    usage = Usage(input_tokens=1_000_000, cached_input_tokens=400_000, output_tokens=10_000)
+    cost = prices.taskloom_price(alias="x", model="gpt-4o-mini-2024-07-18", provider="openai", usage=usage, settings=settings)
+    # 600k * 0.15 + 400k * 0.075 + 10k * 0.60, per million
+    assert cost.total == Decimal("0.09") + Decimal("0.03") + Decimal("0.006")
+    assert cost.input == Decimal("0.09") and cost.cached_input == Decimal("0.03") and cost.output == Decimal("0.006")
+
+
+def test_prices_longest_prefix_and_unknown_and_local() -> None:
+    prices, settings = _prices({"models": {"my-model": {"input": 1, "output": 2}}})
+    u = Usage(input_tokens=1_000_000, output_tokens=0)
+    assert prices.taskloom_price(alias="x", model="gpt-4o-2024-08-06", provider="openai", usage=u, settings=settings).total == Decimal("2.5")
+    assert prices.taskloom_price(alias="x", model="gpt-4.1-mini", provider="openai", usage=u, settings=settings).total == Decimal("0.4")
+    assert prices.taskloom_price(alias="x", model="my-model", provider="vllm", usage=u, settings=settings).total == Decimal("1")
+    assert prices.taskloom_price(alias="x", model="who-knows", provider="vllm", usage=u, settings=settings) is None
+    assert prices.taskloom_price(alias="x", model="anything", provider="llamacpp", usage=u, settings=settings).total == 0
+
+
+def _limits(config: dict) -> tuple[Limits, object, Clock]:
+    clock = Clock()
+    limits = Limits(clock=clock)
+    settings = load_settings({"plugins": {"limits": config}, "models": {"small": {"provider": "scripted", "context_window": 50}}})
+    settings.set_plugin_config("limits", LimitsConfig)
+    limits.taskloom_configure(settings)
+    return limits, settings, clock
+
+
+def _call(model: str = "m", user: str = "ann", text: str = "hi", tier: str | None = None) -> Action:
+    return Action(kind="model_call", request=ModelRequest(model=model, messages=[Message.user(text)]), metadata=RequestMeta(user=user, tier=tier))
+
+
+def test_limits_requests_per_minute_sliding_window() -> None:
+    limits, settings, clock = _limits({"tiers": {"free": {"requests_per_minute": 2}}, "default_tier": "free"})
+    assert limits.taskloom_check(_call(), settings) is None
+    clock.now += 30
+    assert limits.taskloom_check(_call(), settings) is None
+    denial = limits.taskloom_check(_call(), settings)
+    assert denial is not None and "2 requests a minute" in denial.reason and "try again in 30 s" in denial.reason
+    assert limits.taskloom_check(_call(user="bob"), settings) is None  # per user
+    clock.now += 31  # the first request left the window
+    assert limits.taskloom_check(_call(), settings) is None
+
+
+def test_limits_tokens_per_day_models_tools_depth_runs() -> None:
+    config = {
+        "tiers": {
+            "free": {"tokens_per_day": 100, "allowed_models": ["m"], "allowed_tools": ["search"], "max_delegation_depth": 1, "concurrent_runs": 1},
+            "pro": {},
+        },
+        "users": {"vip": "pro"},
+        "default_tier": "free",
+    }
+    limits, settings, clock = _limits(config)
+    assert "may not use model 'big'" in limits.taskloom_check(_call(model="big"), settings).reason
+    assert limits.taskloom_check(_call(model="big", user="vip"), settings) is None
+    limits.taskloom_event(Event(kind="model.call", data={"user": "ann", "usage": Usage(input_tokens=80, output_tokens=30)}))
+    assert "100 tokens a day; ann used 110" in limits.taskloom_check(_call(), settings).reason
+    clock.now += 86_401
+    assert limits.taskloom_check(_call(), settings) is None
+    tool = Action(kind="tool_call", tool="shell", metadata=RequestMeta(user="ann"))
+    assert "may not use tool 'shell'" in limits.taskloom_check(tool, settings).reason
+    deep = Action(kind="delegate", metadata=RequestMeta(user="ann", depth=2))
+    assert "delegation 1 deep" in limits.taskloom_check(deep, settings).reason
+    run = Action(kind="run", metadata=RequestMeta(user="ann"))
+    assert limits.taskloom_check(run, settings) is None
+    limits.taskloom_event(Event(kind="run.start", run_id="r1", data={"user": "ann"}))
+    assert "1 concurrent runs" in limits.taskloom_check(run, settings).reason
+    limits.taskloom_event(Event(kind="run.finish", run_id="r1", data={"user": "ann"}))
+    assert limits.taskloom_check(run, settings) is None
+
+
+def test_limits_context_window_check_uses_the_token_counter() -> None:
+    limits, settings, _ = _limits({})
+    assert limits.taskloom_check(_call(model="small", text="short"), settings) is None
+    denial = limits.taskloom_check(_call(model="small", text="word " * 200), settings)
+    assert denial is not None and "small holds 50" in denial.reason
+
+
+def test_limits_config_rejects_unknown_tier() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="user 'ann' has unknown tier 'gold'"):
+        LimitsConfig.model_validate({"tiers": {"free": {}}, "users": {"ann": "gold"}})
+
+
+async def test_limits_through_the_gateway() -> None:
+    config = {
+        "taskloom": {"store": "memory", "default_model": "fake", "user": "ann"},
+        "models": {"fake": {"provider": "scripted", "default": "ok"}},
+        "plugins": {"limits": {"tiers": {"free": {"requests_per_minute": 1}}, "default_tier": "free"}},
+    }
+    kernel = load_kernel(config)
+    from taskloom import Agent, run_agent
+
+    assert (await run_agent(kernel, Agent(), "one")).ok
+    result = await run_agent(kernel, Agent(), "two")
+    assert result.stop_reason == "denied" and "denied by limits" in result.detail
+
+
+async def test_jsonl_sink_writes_every_event(tmp_path: Path) -> None:
+    path = tmp_path / "events" / "log.jsonl"
+    config = {
+        "taskloom": {"store": "memory", "default_model": "fake"},
+        "models": {"fake": {"provider": "scripted", "default": "ok"}},
+        "plugins": {"jsonl": {"path": str(path)}},
+    }
+    kernel = load_kernel(config)
+    await kernel.gateway.complete(ModelRequest(model="fake", messages=[Message.user("x")], metadata=RequestMeta(run_id="r9")))
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line["kind"] for line in lines] == ["model.call"]
+    assert lines[0]["run_id"] == "r9" and lines[0]["data"]["usage"]["input_tokens"] > 0
+
+
+async def test_console_sink_prints_progress(capsys: pytest.CaptureFixture[str]) -> None:
+    config = {
+        "taskloom": {"store": "memory", "default_model": "fake"},
+        "models": {"fake": {"provider": "scripted", "default": "ok"}},
+        "plugins": {"console": {"mode": "always"}},
+    }
+    kernel = load_kernel(config)
+    await kernel.gateway.complete(ModelRequest(model="fake", messages=[Message.user("x")]))
+    err = capsys.readouterr().err
+    assert "model fake:" in err and "tokens" in err
+    quiet = load_kernel({**config, "plugins": {"console": {"mode": "never"}}})
+    await quiet.gateway.complete(ModelRequest(model="fake", messages=[Message.user("y")]))
+    assert capsys.readouterr().err == ""
+
+
+async def test_denial_message_names_the_plugin() -> None:
+    kernel = load_kernel({"taskloom": {"store": "memory"}, "plugins": {"limits": {"tiers": {"t": {"allowed_tools": []}}, "default_tier": "t"}}})
+    with pytest.raises(PolicyDenied, match="denied by limits: tier 't' may not use tool 'x'"):
+        kernel.check(Action(kind="tool_call", tool="x"))

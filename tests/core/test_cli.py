@@ -1,0 +1,172 @@
+"""The taskloom command: exit codes, one-line errors, plugins/config/ask/tools."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from taskloom.cli import main
+
+CONFIG = """
+[taskloom]
+store = "memory"
+default_model = "fake"
+
+[models.fake]
+provider = "scripted"
+default = "You asked: {prompt}"
+
+[models.secretive]
+provider = "scripted"
+api_key = { env = "TL_CLI_SECRET" }
+token = "sk-literal-value"
+"""
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "taskloom.toml"
+    path.write_text(CONFIG)
+    return path
+
+
+def run(*args: str) -> object:
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_version() -> None:
+    result = run("--version")
+    assert result.exit_code == 0 and "taskloom, version" in result.output
+
+
+def test_plugins_json_lists_builtins(config: Path) -> None:
+    result = run("--config", str(config), "plugins", "--json")
+    assert result.exit_code == 0
+    rows = {r["name"]: r for r in json.loads(result.output)}
+    assert rows["prices"]["status"] == "enabled"
+    assert rows["prices"]["distribution"] == "taskloom-core"
+    assert "taskloom_price" in rows["prices"]["hooks"]
+
+
+def test_plugins_table(config: Path) -> None:
+    result = run("--config", str(config), "plugins")
+    assert result.exit_code == 0 and "memory-cache" in result.output and "enabled" in result.output
+
+
+def test_config_redacts_secrets(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TL_CLI_SECRET", "sk-from-env")
+    result = run("--config", str(config), "config", "--json")
+    assert result.exit_code == 0
+    assert "sk-from-env" not in result.output and "sk-literal-value" not in result.output
+    data = json.loads(result.output)
+    assert data["models"]["secretive"]["api_key"] == {"env": "TL_CLI_SECRET"}
+    assert data["source"] == str(config)
+
+
+def test_config_schema_includes_plugin_sections(config: Path) -> None:
+    result = run("--config", str(config), "config", "schema")
+    schema = json.loads(result.output)
+    plugins = schema["properties"]["plugins"]["properties"]
+    assert "max_entries" in plugins["memory-cache"]["properties"]
+    assert "tiers" in plugins["limits"]["properties"]
+    assert "taskloom" in schema["properties"]
+
+
+def test_config_error_is_one_line_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[taskloom\n")
+    result = CliRunner().invoke(main, ["--config", str(bad), "plugins"])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: ") and "invalid TOML" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_missing_config_path_exit_2(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["--config", str(tmp_path / "missing.toml"), "config"])
+    assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_usage_error_exit_2() -> None:
+    result = CliRunner().invoke(main, ["no-such-command"])
+    assert result.exit_code == 2
+
+
+def test_ask_on_the_scripted_provider(config: Path) -> None:
+    result = run("--config", str(config), "ask", "what is up")
+    assert result.exit_code == 0 and result.output.strip() == "You asked: what is up"
+    result = run("--config", str(config), "ask", "hello", "--json")
+    data = json.loads(result.output)
+    assert data["answer"] == "You asked: hello" and data["turns"] == 1
+    assert data["usage"]["input_tokens"] > 0 and data["cost"]["priced"] is True
+
+
+def test_ask_unknown_model_exit_2(config: Path) -> None:
+    result = CliRunner().invoke(main, ["--config", str(config), "ask", "x", "--model", "fak"])
+    assert result.exit_code == 2
+    assert "unknown model alias 'fak' (did you mean 'fake'?)" in result.output
+
+
+def test_ask_unknown_tool_exit_2(config: Path) -> None:
+    result = CliRunner().invoke(main, ["--config", str(config), "ask", "x", "--tool", "nope"])
+    assert result.exit_code == 2 and "unknown tool 'nope'" in result.output
+
+
+def test_tools_listing_and_call(tmp_path: Path, config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from .fakedist import activate, make_dist
+
+    source = (
+        "from taskloom import hookimpl\n"
+        "@hookimpl\n"
+        "def taskloom_register_tools(register, settings):\n"
+        "    def divide(a: float, b: float) -> float:\n"
+        '        """Divide a by b."""\n'
+        "        return a / b\n"
+        "    register(divide)\n"
+    )
+    make_dist(tmp_path / "site", "fake-div", {"div": "fakeplug_div"}, {"fakeplug_div": source})
+    activate(tmp_path / "site", monkeypatch)
+    listing = json.loads(run("--config", str(config), "tools", "--json").output)
+    assert listing == [
+        {
+            "name": "divide",
+            "plugin": "div",
+            "description": "Divide a by b.",
+            "parameters": listing[0]["parameters"],
+        }
+    ]
+    assert listing[0]["parameters"]["required"] == ["a", "b"]
+    ok = run("--config", str(config), "tools", "call", "divide", "--args", '{"a": 9, "b": 3}', "--json")
+    assert ok.exit_code == 0 and json.loads(ok.output)["value"] == 3.0
+    bad = CliRunner().invoke(main, ["--config", str(config), "tools", "call", "divide", "--args", '{"a": 1, "b": 0}'])
+    assert bad.exit_code == 1 and "ZeroDivisionError" in bad.output
+    invalid = CliRunner().invoke(main, ["--config", str(config), "tools", "call", "divide", "--args", '{"a": "x"}'])
+    assert invalid.exit_code == 1 and "invalid arguments for divide" in invalid.output
+    broken = CliRunner().invoke(main, ["--config", str(config), "tools", "call", "divide", "--args", "{oops"])
+    assert broken.exit_code == 2 and "not JSON" in broken.output
+
+
+def test_failed_plugins_are_warned_about(tmp_path: Path, config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from .fakedist import activate, make_dist
+
+    make_dist(tmp_path / "site", "fake-broken", {"broken": "fakeplug_broken_missing"})
+    activate(tmp_path / "site", monkeypatch)
+    result = CliRunner().invoke(main, ["--config", str(config), "ask", "hi"])
+    assert result.exit_code == 0
+    assert "warning: plugin broken failed: cannot import fakeplug_broken_missing" in result.output
+    listing = json.loads(run("--config", str(config), "plugins", "--json").output)
+    assert next(r for r in listing if r["name"] == "broken")["status"] == "failed"
+
+
+def test_real_process_exit_codes(config: Path) -> None:
+    exe = [sys.executable, "-m", "taskloom"]
+    ok = subprocess.run([*exe, "--config", str(config), "ask", "ping"], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and ok.stdout.strip() == "You asked: ping"
+    bad = subprocess.run([*exe, "--config", "/nonexistent/x.toml", "plugins"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error: config file /nonexistent/x.toml does not exist")
+    debug = subprocess.run([*exe, "--debug", "--config", "/nonexistent/x.toml", "plugins"], capture_output=True, text=True, timeout=60)
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
