@@ -1,0 +1,67 @@
+"""``local-executor``: runs workflow tasks in this process, on the driver's event loop and
+kernel (executor ``local``, the default)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel
+
+from taskloom import hookimpl
+from taskloom.config import Settings
+from taskloom.workflow.executor import TaskOutcome, TaskSpec
+
+if TYPE_CHECKING:
+    from taskloom.agent import Budget
+    from taskloom.kernel import Kernel
+
+
+class LocalExecutor:
+    """In-process: the agent loop runs as an anyio task of the scheduler."""
+
+    name = "local"
+
+    async def run(self, spec: TaskSpec, kernel: Kernel, budget: Budget | None = None) -> TaskOutcome:
+        from taskloom.agent import Agent, run_agent
+        from taskloom.types import RequestMeta
+
+        a = spec.agent
+        agent = Agent(
+            name=a.name,
+            model=a.model,
+            system=a.system,
+            tools=list(a.tools),
+            tool_choice=a.tool_choice,
+            output_schema=a.output_schema,
+            temperature=a.temperature,
+            max_tokens=a.max_tokens,
+            task_type=a.task_type,
+            limits=a.limits,
+        )
+        meta = RequestMeta(run_id=spec.run_id, task_id=spec.task_id, agent=a.name, user=spec.user)
+        start = time.monotonic()
+        result = await run_agent(kernel, agent, spec.prompt, meta=meta, budget=budget)
+        output = result.output
+        if isinstance(output, BaseModel):
+            output = output.model_dump(mode="json")
+        return TaskOutcome(
+            ok=result.ok,
+            output=output if result.ok else None,
+            text=result.text,
+            stop_reason=result.stop_reason,
+            error=None if result.ok else f"{result.stop_reason}: {result.detail}",
+            usage=result.usage,
+            cost=result.cost,
+            duration_s=time.monotonic() - start,
+            charged=budget is not None,
+        )
+
+    async def aclose(self) -> None:
+        return None
+
+
+@hookimpl
+def taskloom_register_executors(register: Callable[..., None], settings: Settings) -> None:
+    register("local", lambda settings: LocalExecutor())

@@ -1,0 +1,214 @@
+"""Checks a workflow before anything runs, and builds its :class:`Graph`.
+
+Every problem is reported at once, one line each, naming the file and the task:
+duplicate ids, unknown agents, ``needs`` naming an unknown task (with "did you mean"),
+cycles (printed as ``plan -> build -> plan``), templates that read the output of a task
+they do not need, unknown inputs and resources, and (with a kernel) unknown models and
+tools. All of them raise :class:`~taskloom.errors.ConfigError` (exit code 2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..config import did_you_mean
+from ..errors import ConfigError
+from . import templates
+from .spec import TaskDef, WorkflowSpec
+
+if TYPE_CHECKING:
+    from ..kernel import Kernel
+
+
+@dataclass
+class Graph:
+    """The tasks that run in the normal flow (compensation-only tasks excluded), by index."""
+
+    ids: list[str]
+    tasks: list[TaskDef]
+    index: dict[str, int]
+    deps: list[list[int]]
+    dependants: list[list[int]]
+    order: list[int] = field(default_factory=list)
+    """A topological order."""
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def _problem(spec: WorkflowSpec, task: str | None, text: str) -> str:
+    return f"{spec.where}: task {task!r}: {text}" if task else f"{spec.where}: {text}"
+
+
+def check_workflow(spec: WorkflowSpec, kernel: Kernel | None = None) -> Graph:
+    """Check ``spec`` (and its names against ``kernel``'s registries); return its graph."""
+    problems: list[str] = []
+    by_id: dict[str, TaskDef] = {}
+    for task in spec.tasks:
+        if task.id in by_id:
+            problems.append(_problem(spec, task.id, "duplicate task id; each [[tasks]] entry needs its own id"))
+        else:
+            by_id[task.id] = task
+    if not spec.tasks:
+        problems.append(_problem(spec, None, "the workflow has no [[tasks]]"))
+    compensations = spec.compensation_ids()
+    capacities = spec.workflow.resources
+    for task in by_id.values():
+        problems.extend(_check_task(spec, task, by_id, compensations, capacities))
+    if kernel is not None:
+        problems.extend(check_names(spec, kernel))
+    if problems:
+        raise ConfigError("\n".join(problems))
+    graph = build_graph(spec)
+    cycle = find_cycle(graph)
+    if cycle:
+        raise ConfigError(_problem(spec, None, "cycle: " + " -> ".join(cycle) + "; remove one of these needs"))
+    return graph
+
+
+def _check_task(
+    spec: WorkflowSpec, task: TaskDef, by_id: dict[str, TaskDef], compensations: set[str], capacities: dict[str, int]
+) -> list[str]:
+    out: list[str] = []
+    tid = task.id
+
+    def bad(text: str) -> None:
+        out.append(_problem(spec, tid, text))
+
+    if task.agent not in spec.agents:
+        known = ", ".join(sorted(spec.agents)) or "none"
+        bad(f"unknown agent {task.agent!r}{did_you_mean(task.agent, spec.agents)}; defined agents: {known}")
+    for need in task.needs:
+        if need == tid:
+            bad("needs itself")
+        elif need not in by_id:
+            bad(f"needs unknown task {need!r}{did_you_mean(need, by_id)}")
+        elif need in compensations:
+            bad(f"needs {need!r}, which only runs as compensation")
+    if len(set(task.needs)) != len(task.needs):
+        bad("lists the same task twice in needs")
+    if task.compensate is not None:
+        if task.compensate not in by_id:
+            bad(f"compensate names unknown task {task.compensate!r}{did_you_mean(task.compensate, by_id)}")
+        elif task.compensate == tid:
+            bad("compensates itself")
+        elif by_id[task.compensate].needs:
+            bad(f"compensation task {task.compensate!r} must not have needs; it runs after the failure")
+    if tid in compensations and task.compensate:
+        bad("a compensation task cannot have its own compensate")
+    for name, count in task.resources.items():
+        if name not in capacities:
+            bad(f"resource {name!r} is not declared{did_you_mean(name, capacities)}; add it under [workflow.resources]")
+        elif count > capacities[name]:
+            bad(f"takes {count} of resource {name!r} but its capacity is {capacities[name]}")
+    # Templates: they must parse, and read only outputs of tasks they need.
+    readable = set(task.needs)
+    if tid in compensations:
+        readable = {t.id for t in by_id.values() if t.compensate == tid}
+    for what, source, expr in (("prompt", task.prompt, False), ("when", task.when, True)):
+        if source is None:
+            continue
+        error = templates.parse_error(source, expression=expr)
+        if error:
+            bad(f"{what} does not parse: {error}")
+            continue
+        outs, ins = templates.references(source, expression=expr)
+        for ref in sorted(outs - readable):
+            if ref in by_id:
+                bad(f"{what} reads outputs.{ref} but the task does not need {ref!r}; add it to needs")
+            else:
+                bad(f"{what} reads outputs.{ref}: no task is named {ref!r}{did_you_mean(ref, by_id)}")
+        for ref in sorted(ins - set(spec.workflow.inputs)):
+            bad(f"{what} reads inputs.{ref}, which is not declared{did_you_mean(ref, spec.workflow.inputs)}; add it under [workflow.inputs]")
+    return out
+
+
+def check_names(spec: WorkflowSpec, kernel: Kernel) -> list[str]:
+    """Models and tools the agents name, checked against the kernel's settings and registries."""
+    out: list[str] = []
+    settings = kernel.settings
+    used = {t.agent for t in spec.tasks}
+    has_router = bool(kernel.plugins.pm.hook.taskloom_route.get_hookimpls())
+    for name, agent in spec.agents.items():
+        if name not in used:
+            continue
+        where = f"{spec.where}: agent {name!r}"
+        model = agent.model or settings.taskloom.default_model
+        if model == "auto":
+            if not has_router:
+                out.append(f'{where}: model "auto" needs a router; enable a plugin that implements taskloom_route')
+        elif model not in settings.models:
+            known = ", ".join(sorted(settings.models)) or "none"
+            out.append(
+                f"{where}: unknown model alias {model!r}{did_you_mean(model, settings.models)}; "
+                f"configured: {known} (define [models.{model}] in {settings.where})"
+            )
+        for tool in agent.tools:
+            if tool not in kernel.tools:
+                out.append(f"{where}: unknown tool {tool!r}{did_you_mean(tool, kernel.tools.names())}; `taskloom tools` lists them")
+    return out
+
+
+def build_graph(spec: WorkflowSpec) -> Graph:
+    compensations = spec.compensation_ids()
+    tasks = [t for t in spec.tasks if t.id not in compensations]
+    ids = [t.id for t in tasks]
+    index = {tid: i for i, tid in enumerate(ids)}
+    deps = [[index[n] for n in t.needs if n in index] for t in tasks]
+    dependants: list[list[int]] = [[] for _ in tasks]
+    for i, ds in enumerate(deps):
+        for d in ds:
+            dependants[d].append(i)
+    graph = Graph(ids, tasks, index, deps, dependants)
+    graph.order = _topological(graph)
+    return graph
+
+
+def _topological(graph: Graph) -> list[int]:
+    indeg = [len(d) for d in graph.deps]
+    stack = [i for i, n in enumerate(indeg) if n == 0]
+    stack.reverse()
+    order: list[int] = []
+    while stack:
+        i = stack.pop()
+        order.append(i)
+        for j in graph.dependants[i]:
+            indeg[j] -= 1
+            if indeg[j] == 0:
+                stack.append(j)
+    return order
+
+
+def find_cycle(graph: Graph) -> list[str] | None:
+    """A cycle as task ids in run order (``a -> b -> a``: b needs a, a needs b), or None."""
+    if len(graph.order) == len(graph):
+        return None
+    white, grey, black = 0, 1, 2
+    colour = [white] * len(graph)
+    for start in range(len(graph)):
+        if colour[start] != white:
+            continue
+        path: list[int] = []
+        stack: list[tuple[int, int]] = [(start, 0)]
+        while stack:
+            node, k = stack.pop()
+            if k == 0:
+                colour[node] = grey
+                path.append(node)
+            nxt = graph.dependants[node]
+            if k < len(nxt):
+                stack.append((node, k + 1))
+                child = nxt[k]
+                if colour[child] == grey:
+                    cycle = path[path.index(child) :]
+                    return [graph.ids[i] for i in [*cycle, child]]
+                if colour[child] == white:
+                    stack.append((child, 0))
+            else:
+                colour[node] = black
+                path.pop()
+    return None
+
+
+__all__ = ["Graph", "build_graph", "check_names", "check_workflow", "find_cycle"]

@@ -1,0 +1,490 @@
+"""The scheduler: runs a checked workflow, checkpointing every task, and resumes runs.
+
+Event-driven, not level by level: each task keeps a counter of unfinished dependencies;
+when a task finishes, its result is saved to the run store, then the counters of its
+dependants go down and those reaching zero start at once. With ``max_concurrency`` or
+resources, ready tasks wait in a priority queue (longest remaining path first) and take
+a slot, and *all* their resources in one step (all or nothing, so they cannot deadlock),
+when both are free.
+
+A failed attempt is retried after ``backoff * 2**(n-1)`` seconds; each attempt has the
+task's ``timeout``. ``fail-fast`` cancels running tasks (recorded ``interrupted``) at the
+first failure; ``continue`` lets independent branches finish and skips the dependants of
+the failed task. A spent budget stops new tasks; running ones end at their next check.
+Ctrl-C or SIGTERM (with ``handle_signals``) cancels running tasks, records them as
+interrupted and returns. When the run failed, the ``compensate`` tasks of the tasks that
+succeeded run in reverse order of completion (saga).
+"""
+
+from __future__ import annotations
+
+import heapq
+import secrets
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ..agent import Budget
+from ..records import RunRecord, RunStatus, TaskRecord
+from ..types import Action, Cost, Event, RequestMeta, Usage
+from . import templates
+from .checks import Graph, check_workflow
+from .executor import TaskOutcome, TaskSpec
+from .planner import bottom_levels
+from .result import RunNotResumable, WorkflowResult
+from .spec import BudgetSpec, TaskDef, WorkflowSpec, load_workflow, parse_workflow
+
+if TYPE_CHECKING:
+    from ..kernel import Kernel
+
+_FINAL = ("succeeded", "failed", "skipped", "interrupted", "compensated")
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+async def run_workflow(
+    kernel: Kernel,
+    spec: WorkflowSpec | str | Path,
+    inputs: dict[str, Any] | None = None,
+    *,
+    run_id: str | None = None,
+    handle_signals: bool = False,
+) -> WorkflowResult:
+    """Check and run ``spec`` (a spec or a workflow file) with ``inputs`` over its defaults."""
+    if not isinstance(spec, WorkflowSpec):
+        spec = load_workflow(spec)
+    graph = check_workflow(spec, kernel)
+    values = spec.resolve_inputs(inputs)
+    run_id = run_id or new_run_id()
+    user = kernel.settings.taskloom.user
+    kernel.check(Action(kind="run", metadata=RequestMeta(run_id=run_id, user=user)))
+    run = RunRecord(
+        id=run_id, workflow=spec.name, started_at=time.time(), inputs=values, spec=spec.to_dict(), source=spec.source
+    )
+    await kernel.store.create_run(run)
+    budget = Budget(spec.workflow.budget.usd, spec.workflow.budget.tokens)
+    engine = _Engine(kernel, spec, graph, run, budget, {})
+    return await engine.execute(handle_signals)
+
+
+async def resume_workflow(
+    kernel: Kernel, run_id: str, *, handle_signals: bool = False, budget: BudgetSpec | None = None
+) -> WorkflowResult:
+    """Rerun what did not finish in run ``run_id``; succeeded tasks are never rerun.
+
+    The run's budget counts what earlier sessions spent; ``budget`` replaces the limits.
+    """
+    store = kernel.store
+    run = await store.get_run(run_id)
+    store_name = kernel.settings.taskloom.store or type(store).__name__
+    if run is None:
+        raise RunNotResumable(
+            f"no run {run_id!r} in the run store ({store_name}); check the id printed by `taskloom run` "
+            "(runs in the memory store do not outlive their process)"
+        )
+    if run.status == "succeeded":
+        raise RunNotResumable(f"run {run_id!r} ({run.workflow}) already succeeded; there is nothing to resume")
+    spec = parse_workflow(run.spec, run.source)
+    graph = check_workflow(spec, kernel)
+    previous = {r.task_id: r for r in await store.get_tasks(run_id) if r.compensation_of is None}
+    limits = budget or spec.workflow.budget
+    shared = Budget(limits.usd, limits.tokens)
+    for record in previous.values():
+        shared.charge(record.usage, record.cost)
+    run.status, run.error, run.finished_at = "running", None, None
+    await store.update_run(run)
+    engine = _Engine(kernel, spec, graph, run, shared, previous)
+    return await engine.execute(handle_signals, resumed=True)
+
+
+class _Engine:
+    def __init__(
+        self, kernel: Kernel, spec: WorkflowSpec, graph: Graph, run: RunRecord, budget: Budget, previous: dict[str, TaskRecord]
+    ) -> None:
+        self.kernel = kernel
+        self.store = kernel.store
+        self.executor = kernel.executor
+        self.spec = spec
+        self.graph = graph
+        self.run = run
+        self.inputs = run.inputs
+        self.budget = budget
+        self.budget_limited = budget.usd is not None or budget.tokens is not None
+        self.previous = previous
+        self.user = kernel.settings.taskloom.user
+        self.emitting = kernel.has_sinks
+        n = len(graph)
+        self.state = ["pending"] * n
+        self.records: list[TaskRecord | None] = [None] * n
+        self.outputs: dict[str, Any] = {}
+        self.remaining = [0] * n
+        self.limit = spec.workflow.max_concurrency
+        self.free = dict(spec.workflow.resources)
+        self.queued = self.limit is not None or any(t.resources for t in graph.tasks)
+        self.priority = [-b for b in bottom_levels(graph)] if self.queued else []
+        self.heap: list[tuple[float, int]] = []
+        self.running = 0
+        self.scopes: dict[object, anyio.CancelScope] = {}
+        self.stopping: RunStatus | None = None
+        self.stop_reason: str | None = None
+        self.failures: list[str] = []
+        self.compensations: list[TaskRecord] = []
+        self.tg: Any = None
+
+    # ------------------------------------------------------------------ the run
+
+    async def execute(self, handle_signals: bool, resumed: bool = False) -> WorkflowResult:
+        g = self.graph
+        for i, tid in enumerate(g.ids):
+            record = self.previous.get(tid)
+            if record is not None and record.state == "succeeded":
+                self.state[i] = "succeeded"
+                self.records[i] = record
+                self.outputs[tid] = record.output
+        state = self.state
+        for i in range(len(g)):
+            self.remaining[i] = sum(1 for d in g.deps[i] if state[d] != "succeeded")
+        self._emit("run.start", None, {
+            "workflow": self.spec.name, "tasks": len(g), "user": self.user, "resumed": resumed,
+            "already_done": sum(1 for s in state if s == "succeeded"),
+        })  # fmt: skip
+        try:
+            async with anyio.create_task_group() as outer:
+                if handle_signals:
+                    outer.start_soon(self._watch_signals)
+                async with anyio.create_task_group() as tg:
+                    self.tg = tg
+                    for i in range(len(g)):
+                        if state[i] == "pending" and self.remaining[i] == 0:
+                            self._make_ready(i)
+                outer.cancel_scope.cancel()
+            status = self._status()
+            if status == "failed":
+                await self._compensate()
+        except BaseException:
+            # Cancelled from outside (KeyboardInterrupt through asyncio, a caller's scope):
+            # running tasks recorded themselves as interrupted; record the run, then go on.
+            with anyio.CancelScope(shield=True):
+                self.stopping = "interrupted"
+                self.stop_reason = self.stop_reason or "cancelled"
+                await self._finish("interrupted")
+            raise
+        return await self._finish(status)
+
+    def _status(self) -> RunStatus:
+        if self.stopping == "interrupted":
+            return "interrupted"
+        if self.failures:
+            return "failed"
+        if self.stopping == "budget_exceeded":
+            return "budget_exceeded"
+        if any(s not in _FINAL for s in self.state):
+            return "failed"
+        return "succeeded"
+
+    async def _finish(self, status: RunStatus) -> WorkflowResult:
+        run = self.run
+        tasks: dict[str, TaskRecord] = {}
+        usage, cost = Usage(), Cost()
+        for i, tid in enumerate(self.graph.ids):
+            record = self.records[i]
+            if record is None:
+                record = TaskRecord(run_id=run.id, task_id=tid, state="pending", agent=self.graph.tasks[i].agent)
+            tasks[tid] = record
+            usage, cost = usage + record.usage, cost + record.cost
+        for record in self.compensations:
+            usage, cost = usage + record.usage, cost + record.cost
+        run.status = status
+        run.finished_at = time.time()
+        run.usage, run.cost = usage, cost
+        if status == "failed":
+            run.error = "; ".join(self.failures) or "some tasks did not finish"
+        elif status != "succeeded":
+            run.error = self.stop_reason
+        await self.store.update_run(run)
+        self._emit("run.finish", None, {"status": status, "usage": usage, "cost": cost, "error": run.error})
+        return WorkflowResult(run=run.model_copy(), tasks=tasks, compensations=list(self.compensations))
+
+    async def _watch_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                self._stop("interrupted", f"interrupted by {signal.Signals(signum).name}")
+                return
+
+    def _stop(self, status: RunStatus, reason: str | None) -> None:
+        if self.stopping is None or status == "interrupted":
+            self.stopping = status
+            self.stop_reason = reason
+        if status in ("failed", "interrupted"):
+            for scope in list(self.scopes.values()):
+                scope.cancel()
+
+    # ------------------------------------------------------------------ readiness
+
+    def _context(self, i: int) -> dict[str, Any]:
+        ids, outputs = self.graph.ids, self.outputs
+        return {"inputs": self.inputs, "outputs": {ids[d]: outputs[ids[d]] for d in self.graph.deps[i]}}
+
+    def _make_ready(self, i: int) -> None:
+        """All of task i's dependencies are done: skip it, or queue it."""
+        if self.stopping is not None or self.state[i] != "pending":
+            return
+        g = self.graph
+        for d in g.deps[i]:
+            if self.state[d] != "succeeded":
+                self.state[i] = "skipped"
+                how = "was skipped" if self.state[d] == "skipped" else self.state[d]
+                self.tg.start_soon(self._skip, i, f"needs {g.ids[d]!r}, which {how}")
+                return
+        task = g.tasks[i]
+        if task.when is not None:
+            try:
+                go = templates.evaluate(task.when, self._context(i))
+            except templates.TemplateProblem as exc:
+                self.state[i] = "running"
+                self.tg.start_soon(self._fail_unstarted, i, str(exc))
+                return
+            if not go:
+                self.state[i] = "skipped"
+                self.tg.start_soon(self._skip, i, f"condition {task.when!r} is false")
+                return
+        self.state[i] = "queued"
+        if not self.queued:
+            self.running += 1
+            self.tg.start_soon(self._run_task, i)
+            return
+        heapq.heappush(self.heap, (self.priority[i], i))
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Start queued tasks while a slot and all their resources are free."""
+        if self.stopping is not None:
+            return
+        blocked = []
+        tasks = self.graph.tasks
+        while self.heap and (self.limit is None or self.running < self.limit):
+            item = heapq.heappop(self.heap)
+            needs = tasks[item[1]].resources
+            if needs:
+                if any(self.free[r] < c for r, c in needs.items()):
+                    blocked.append(item)
+                    continue
+                for r in sorted(needs):
+                    self.free[r] -= needs[r]
+            self.running += 1
+            self.tg.start_soon(self._run_task, item[1])
+        for item in blocked:
+            heapq.heappush(self.heap, item)
+
+    def _complete(self, i: int) -> None:
+        remaining = self.remaining
+        for j in self.graph.dependants[i]:
+            remaining[j] -= 1
+            if remaining[j] == 0:
+                self._make_ready(j)
+
+    # ------------------------------------------------------------------ one task
+
+    def _record(self, task: TaskDef, task_id: str, *, compensation_of: str | None = None) -> TaskRecord:
+        prev = self.previous.get(task_id) if compensation_of is None else None
+        return TaskRecord.model_construct(
+            run_id=self.run.id, task_id=task_id, state="running", attempts=prev.attempts if prev else 0,
+            agent=task.agent, prompt=None, output=None, error=None, started_at=time.time(), finished_at=None,
+            usage=prev.usage if prev else Usage(), cost=prev.cost if prev else Cost(), compensation_of=compensation_of,
+        )  # fmt: skip
+
+    async def _run_task(self, i: int) -> None:
+        g = self.graph
+        task, tid = g.tasks[i], g.ids[i]
+        record: TaskRecord | None = None
+        try:
+            if self.budget_limited:
+                reason = self.budget.exhausted()
+                if reason:
+                    self._stop("budget_exceeded", reason)
+                    self.state[i] = "pending"
+                    return
+            self.state[i] = "running"
+            record = self.records[i] = self._record(task, tid)
+            try:
+                record.prompt = templates.render(task.prompt, self._context(i))
+            except templates.TemplateProblem as exc:
+                record.attempts += 1
+                await self._failed(i, record, str(exc))
+                return
+            await self.store.save_task(record)
+            self._emit("task.start", record, {"attempt": record.attempts + 1})
+            outcome = await self._try(task, record, i, lambda: self.stopping in ("failed", "interrupted"))
+            await self._settle(i, record, outcome)
+        except BaseException:
+            if record is not None and record.state == "running":
+                with anyio.CancelScope(shield=True):
+                    await self._interrupted(i, record, "cancelled")
+            raise
+        finally:
+            self.running -= 1
+            if self.queued:
+                for r, c in task.resources.items():
+                    self.free[r] += c
+                self._dispatch()
+
+    async def _try(self, task: TaskDef, record: TaskRecord, key: object, abort: Callable[[], bool]) -> TaskOutcome | None:
+        """Attempts with retries and backoff; the last outcome, or None if cancelled."""
+        agent = self.spec.agents[task.agent]
+        budget = self.budget if record.compensation_of is None else None
+        while True:
+            if abort():
+                return None
+            record.attempts += 1
+            spec = TaskSpec.model_construct(
+                run_id=self.run.id, task_id=record.task_id, attempt=record.attempts, agent=agent,
+                prompt=record.prompt or "", timeout=task.timeout, user=self.user, workflow=self.spec.name,
+                budget_usd_left=str(budget.remaining_usd) if budget is not None and budget.usd is not None else None,
+                budget_tokens_left=budget.tokens - budget.spent_tokens if budget is not None and budget.tokens is not None else None,
+            )  # fmt: skip
+            with anyio.CancelScope() as scope:
+                self.scopes[key] = scope
+                outcome = await self._attempt(spec, task.timeout, budget)
+            del self.scopes[key]
+            if scope.cancelled_caught:
+                return None
+            record.usage = record.usage + outcome.usage
+            record.cost = record.cost + outcome.cost
+            if budget is not None and not outcome.charged:
+                budget.charge(outcome.usage, outcome.cost)
+            if outcome.ok or outcome.budget_stop or outcome.stop_reason in ("denied", "config"):
+                return outcome
+            if record.attempts > task.retries or abort() or self.stopping == "budget_exceeded":
+                return outcome
+            delay = task.backoff * 2 ** (record.attempts - 1)
+            self._emit("task.retry", record, {"attempt": record.attempts, "error": outcome.error, "delay_s": delay})
+            with anyio.CancelScope() as scope:
+                self.scopes[key] = scope
+                await anyio.sleep(delay)
+            del self.scopes[key]
+            if scope.cancelled_caught:
+                return None
+
+    async def _attempt(self, spec: TaskSpec, timeout: float | None, budget: Budget | None) -> TaskOutcome:
+        from ..errors import ConfigError
+
+        try:
+            if timeout is None:
+                return await self.executor.run(spec, self.kernel, budget)
+            with anyio.fail_after(timeout):
+                return await self.executor.run(spec, self.kernel, budget)
+        except TimeoutError:
+            return TaskOutcome(ok=False, stop_reason="timeout", error=f"timed out after {timeout:g} s")
+        except ConfigError as exc:
+            return TaskOutcome(ok=False, stop_reason="config", error=f"{type(exc).__name__}: {exc}")
+        except Exception as exc:
+            return TaskOutcome(ok=False, stop_reason="error", error=f"{type(exc).__name__}: {exc}")
+
+    async def _settle(self, i: int, record: TaskRecord, outcome: TaskOutcome | None) -> None:
+        if outcome is None:
+            await self._interrupted(i, record, self.stop_reason or "cancelled")
+        elif outcome.ok:
+            record.state = "succeeded"
+            record.output = outcome.output
+            record.finished_at = time.time()
+            await self.store.save_task(record)  # the checkpoint, before any dependant starts
+            self.state[i] = "succeeded"
+            self.outputs[record.task_id] = outcome.output
+            self._emit("task.succeed", record, {"usage": record.usage, "cost": record.cost, "attempts": record.attempts})
+            self._complete(i)
+        elif outcome.budget_stop:
+            self._stop("budget_exceeded", outcome.error)
+            await self._interrupted(i, record, outcome.error or "the run's budget is spent")
+        else:
+            await self._failed(i, record, outcome.error or outcome.stop_reason)
+
+    async def _failed(self, i: int, record: TaskRecord, error: str) -> None:
+        record.state = "failed"
+        record.error = error
+        record.finished_at = time.time()
+        await self.store.save_task(record)
+        self.state[i] = "failed"
+        self.failures.append(f"task {record.task_id!r} failed: {error}")
+        self._emit("task.fail", record, {"error": error, "attempts": record.attempts, "usage": record.usage, "cost": record.cost})
+        if self.spec.workflow.failure_mode == "fail-fast":
+            self._stop("failed", self.failures[-1])
+        else:
+            self._complete(i)
+
+    async def _fail_unstarted(self, i: int, error: str) -> None:
+        g = self.graph
+        record = self.records[i] = self._record(g.tasks[i], g.ids[i])
+        await self._failed(i, record, error)
+
+    async def _interrupted(self, i: int, record: TaskRecord, reason: str) -> None:
+        record.state = "interrupted"
+        record.error = reason
+        record.finished_at = time.time()
+        self.state[i] = "interrupted"
+        await self.store.save_task(record)
+        self._emit("task.interrupt", record, {"error": reason})
+
+    async def _skip(self, i: int, reason: str) -> None:
+        g = self.graph
+        now = time.time()
+        record = self.records[i] = TaskRecord.model_construct(
+            run_id=self.run.id, task_id=g.ids[i], state="skipped", attempts=0, agent=g.tasks[i].agent, prompt=None,
+            output=None, error=reason, started_at=now, finished_at=now, usage=Usage(), cost=Cost(), compensation_of=None,
+        )  # fmt: skip
+        await self.store.save_task(record)
+        self._emit("task.skip", record, {"reason": reason})
+        self._complete(i)
+
+    # ------------------------------------------------------------------ saga
+
+    async def _compensate(self) -> None:
+        """Run the compensations of succeeded tasks, most recently finished first."""
+        done = [r for r in self.records if r is not None and r.state == "succeeded" and self.spec.task(r.task_id).compensate]
+        done.sort(key=lambda r: r.finished_at or 0.0, reverse=True)
+        for original in done:
+            comp_id = self.spec.task(original.task_id).compensate
+            assert comp_id is not None
+            task = self.spec.task(comp_id)
+            record = self._record(task, f"{comp_id}@{original.task_id}", compensation_of=original.task_id)
+            self.compensations.append(record)
+            context = {"inputs": self.inputs, "outputs": {original.task_id: original.output}}
+            self._emit("task.compensate", record, {"of": original.task_id, "task": comp_id})
+            try:
+                record.prompt = templates.render(task.prompt, context)
+            except templates.TemplateProblem as exc:
+                outcome: TaskOutcome | None = TaskOutcome(ok=False, stop_reason="config", error=str(exc))
+            else:
+                await self.store.save_task(record)
+                outcome = await self._try(task, record, record.task_id, lambda: self.stopping == "interrupted")
+            record.finished_at = time.time()
+            if outcome is not None and outcome.ok:
+                record.state = "succeeded"
+                record.output = outcome.output
+                original.state = "compensated"
+                await self.store.save_task(original)
+                self._emit("task.succeed", record, {"usage": record.usage, "cost": record.cost, "compensation_of": original.task_id})
+            else:
+                record.state = "interrupted" if outcome is None else "failed"
+                record.error = "cancelled" if outcome is None else outcome.error
+                self._emit("task.fail", record, {"error": record.error, "compensation_of": original.task_id})
+            await self.store.save_task(record)
+            if outcome is None:
+                return
+
+    # ------------------------------------------------------------------ events
+
+    def _emit(self, kind: str, record: TaskRecord | None, data: dict[str, Any]) -> None:
+        if self.emitting:
+            self.kernel.emit(Event.model_construct(
+                kind=kind, time=time.time(), run_id=self.run.id, task_id=record.task_id if record else None,
+                agent=record.agent if record else None, data=data,
+            ))  # fmt: skip
+
+
+__all__ = ["new_run_id", "resume_workflow", "run_workflow"]

@@ -1,0 +1,98 @@
+"""Prompt templates and ``when`` conditions, in a *sandboxed* Jinja2 environment.
+
+The context is ``inputs`` (the run's inputs) and ``outputs`` (the outputs of the tasks the
+task ``needs``). Undefined names are errors (StrictUndefined). Dicts and lists render as
+JSON, so ``{{ outputs.classify }}`` gives the model valid JSON.
+
+:func:`references` finds the ``outputs.X`` / ``outputs["X"]`` a template or condition uses,
+by walking the Jinja2 AST, so the checks can insist that each one is a dependency.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateError, nodes
+from jinja2.sandbox import SandboxedEnvironment
+
+from ..errors import ConfigError
+
+
+def _finalize(value: Any) -> Any:
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False)
+    return value
+
+
+_ENV = SandboxedEnvironment(undefined=StrictUndefined, finalize=_finalize, autoescape=False, keep_trailing_newline=True)
+
+
+class TemplateProblem(ConfigError):
+    """A template or condition that does not parse or cannot be rendered."""
+
+
+@lru_cache(maxsize=4096)
+def _template(source: str) -> Any:
+    return _ENV.from_string(source)
+
+
+@lru_cache(maxsize=4096)
+def _expression(source: str) -> Callable[..., Any]:
+    return _ENV.compile_expression(source, undefined_to_none=False)
+
+
+def parse_error(source: str, *, expression: bool = False) -> str | None:
+    """Why ``source`` does not parse, or None."""
+    try:
+        _ENV.parse(_as_template(source) if expression else source)
+    except TemplateError as exc:
+        return str(exc)
+    return None
+
+
+def _as_template(expression: str) -> str:
+    return "{{ (" + expression + ") }}"
+
+
+def references(source: str, *, expression: bool = False) -> tuple[set[str], set[str]]:
+    """The task ids read through ``outputs`` and the input names read through ``inputs``."""
+    tree = _ENV.parse(_as_template(source) if expression else source)
+    outs: set[str] = set()
+    ins: set[str] = set()
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        base = node.node
+        if not isinstance(base, nodes.Name):
+            continue
+        if isinstance(node, nodes.Getattr):
+            key: object = node.attr
+        elif isinstance(node.arg, nodes.Const):
+            key = node.arg.value
+        else:
+            continue
+        if not isinstance(key, str):
+            continue
+        if base.name == "outputs":
+            outs.add(key)
+        elif base.name == "inputs":
+            ins.add(key)
+    return outs, ins
+
+
+def render(source: str, context: dict[str, Any]) -> str:
+    try:
+        return str(_template(source).render(context))
+    except TemplateError as exc:
+        raise TemplateProblem(f"prompt template: {type(exc).__name__}: {exc}") from None
+
+
+def evaluate(expression: str, context: dict[str, Any]) -> bool:
+    try:
+        return bool(_expression(expression)(**context))
+    except TemplateError as exc:
+        raise TemplateProblem(f"condition {expression!r}: {type(exc).__name__}: {exc}") from None
+
+
+__all__ = ["TemplateProblem", "evaluate", "parse_error", "references", "render"]
