@@ -33,7 +33,7 @@ _SECRET_KEYS = ("key", "token", "secret", "password", "authorization")
 
 
 class AgentLimits(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     max_turns: int = Field(8, ge=1, description="Model calls in the loop.")
     max_requests: int | None = Field(None, ge=1, description="Model calls including output-repair calls.")
@@ -75,7 +75,7 @@ class Budget:
 
 
 class Agent(BaseModel):
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, defer_build=True)
 
     name: str = "agent"
     model: str = ""
@@ -100,6 +100,8 @@ class Agent(BaseModel):
 
 
 class ToolCallLog(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     id: str
     name: str
     arguments: dict[str, Any] | None
@@ -109,7 +111,7 @@ class ToolCallLog(BaseModel):
 
 
 class AgentResult(BaseModel):
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    model_config = ConfigDict(arbitrary_types_allowed=True, defer_build=True)
 
     agent: str
     text: str

@@ -169,3 +169,7 @@ def config_schema(ctx: click.Context) -> None:
 from . import cli_agent as _cli_agent  # noqa: E402  (registers ask, tools, models)
 
 _cli_agent.install(main)
+
+from . import cli_workflow as _cli_workflow  # noqa: E402  (registers run, plan, resume)
+
+_cli_workflow.install(main)

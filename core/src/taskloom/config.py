@@ -92,7 +92,7 @@ class Secret:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class CircuitSettings(_Section):
@@ -115,7 +115,7 @@ class ModelConfig(BaseModel):
     validated by the provider when it is created.
     """
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     alias: str = ""
     provider: str = Field(description="Provider plugin registration name, e.g. llamacpp.")

@@ -34,7 +34,8 @@ from .errors import (
     ProviderTimeout,
 )
 from .records import CallRecord
-from .resilience import CircuitBreaker, deadline
+from .resilience import CircuitBreaker
+from .timeouts import deadline
 from .types import Action, Cost, Event, Message, ModelRequest, ModelResponse, StreamDelta, ToolCall, Usage
 
 if TYPE_CHECKING:

@@ -21,7 +21,7 @@ TaskState = Literal[
 
 
 class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class RunRecord(_Record):

@@ -5,15 +5,10 @@ Error classes live in :mod:`taskloom.errors`; this module decides what to do wit
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, Literal
-
-import anyio
-import sniffio
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -23,7 +18,7 @@ State = Literal["closed", "open", "half-open"]
 
 
 class RetryPolicy(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     attempts: int = 3
     """Attempts per deployment, the first one included."""
@@ -101,22 +96,3 @@ class CircuitBreaker:
             return 0.0
         return max(0.0, self.cooldown - (self._now() - self.opened_at))
 
-
-def deadline(seconds: float) -> AbstractAsyncContextManager[Any]:
-    """A timeout scope raising ``TimeoutError``: asyncio's own on asyncio (half the cost of
-    a general cancel scope, and this runs on every model and tool call), anyio's elsewhere.
-    Use as ``async with deadline(s):``."""
-    if sniffio.current_async_library() == "asyncio":
-        return asyncio.timeout(seconds)
-    return _AnyioDeadline(seconds)
-
-
-class _AnyioDeadline:
-    def __init__(self, seconds: float) -> None:
-        self.scope = anyio.fail_after(seconds)
-
-    async def __aenter__(self) -> None:
-        self.scope.__enter__()
-
-    async def __aexit__(self, *exc: Any) -> bool | None:
-        return self.scope.__exit__(*exc)

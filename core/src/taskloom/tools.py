@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic_core import to_jsonable_python
 
 from .config import did_you_mean
-from .resilience import deadline
+from .timeouts import deadline
 from .types import ToolCall, ToolSpec
 
 DEFAULT_TIMEOUT = 60.0

@@ -21,7 +21,7 @@ FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error"
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 # --------------------------------------------------------------------------- messages
@@ -123,7 +123,7 @@ ToolChoice = Literal["auto", "none", "required"] | str
 class RequestMeta(_Model):
     """Who a call is for; used by policy, routing, the ledger and cost attribution."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     run_id: str | None = None
     task_id: str | None = None
@@ -260,7 +260,7 @@ class Event(_Model):
     """Something that happened, sent to every progress sink. ``kind`` is dotted
     (``model.call``, ``tool.call``, ``run.start``...); ``data`` holds the details."""
 
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, defer_build=True)
 
     kind: str
     time: float = Field(default_factory=time.time)
@@ -280,7 +280,7 @@ class Denial(_Model):
 class Action(_Model):
     """What the policy hook is asked about."""
 
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, defer_build=True)
 
     kind: Literal["model_call", "tool_call", "run", "delegate"]
     request: ModelRequest | None = None
