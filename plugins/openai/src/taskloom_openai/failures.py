@@ -25,7 +25,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-
 from taskloom.errors import (
     AuthenticationError,
     BadRequest,
@@ -81,6 +80,15 @@ def excerpt(body: bytes | str, limit: int = EXCERPT_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def describe_body(body: bytes | str) -> str:
+    """``an HTML page: '...'``, ``a body that is not JSON: '...'`` or ``an empty body``."""
+    raw = body.encode() if isinstance(body, str) else body
+    if not raw.strip():
+        return "an empty body"
+    kind = "an HTML page" if raw.lstrip()[:1] == b"<" else "a body that is not JSON"
+    return f"{kind}: {excerpt(raw)!r}"
+
+
 def error_details(payload: Any) -> tuple[str, str]:
     """(message, code) of an OpenAI-style error body ``{"error": {...}}`` or ``{"error": "..."}``."""
     if not isinstance(payload, dict):
@@ -117,8 +125,7 @@ def error_from_response(
         payload = None
     message, code = error_details(payload)
     if payload is None or not message:
-        kind = "an HTML page" if body.lstrip()[:1] == b"<" else ("an empty body" if not body.strip() else "a body that is not JSON")
-        detail = f"{kind}: {excerpt(body)!r}" if body.strip() else kind
+        detail = describe_body(body)
     else:
         detail = f"{message}" + (f" (code {code})" if code else "")
     detail = redact(detail)
@@ -144,7 +151,13 @@ def error_from_response(
 
 def bad_body(where: str, what: str, body: bytes | str, *, provider: str, model: str, redact: Redact) -> BadRequest:
     """A 2xx answer whose body is not what the API promises."""
-    return BadRequest(f"{where}: {what}: {redact(repr(excerpt(body)))}", provider=provider, model=model)
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    try:
+        json.loads(text)
+        found = f"{excerpt(text)!r}"
+    except ValueError:
+        found = describe_body(body) + "; is base_url the API root (such as http://host:port/v1)?"
+    return BadRequest(f"{where}: {what}, got {redact(found)}", provider=provider, model=model)
 
 
 def error_from_transport(

@@ -6,7 +6,6 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
 from taskloom.config import ModelConfig, Secret, Settings, format_validation_error
 from taskloom.errors import ConfigError
 
@@ -34,8 +33,14 @@ class OpenAIOptions(BaseModel):
     max_connections: int = Field(100, ge=1, description="Connections kept in the pool of this deployment.")
     context_window: int = Field(128_000, ge=1, description="The model's context window in tokens.")
     embedding_model: str | None = Field(None, description="Model used by embed() (default: the alias's model).")
+    embed_batch_size: int = Field(
+        2048,
+        ge=1,
+        description="Texts per embeddings request (1 for llama.cpp's server: its batched per-token vectors are wrong).",
+    )
     max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = Field(
-        "max_tokens", description="The body key for the output token limit (o-series models need max_completion_tokens)."
+        "max_tokens",
+        description="The body key for the output token limit (o-series models need max_completion_tokens).",
     )
     response_format: Literal["json_schema", "json_object"] = Field(
         "json_schema",

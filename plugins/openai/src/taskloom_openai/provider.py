@@ -15,14 +15,13 @@ from typing import Any
 
 import httpx
 from httpx_sse import SSEError, aconnect_sse
-
 from taskloom.config import ModelConfig
 from taskloom.errors import BadRequest, ProviderError, ServerError
 from taskloom.tokens import count_messages, count_text
 from taskloom.types import Capabilities, Message, ModelRequest, ModelResponse, StreamDelta, Usage
 
 from . import __version__
-from .failures import bad_body, error_details, error_from_response, error_from_transport
+from .failures import bad_body, error_from_response, error_from_transport
 from .options import OpenAIOptions
 from .wire import chat_body, embedding_vector, finish_reason, tool_calls_from, usage_from
 
@@ -98,11 +97,13 @@ class OpenAIProvider:
         except httpx.TransportError as exc:
             raise error_from_transport(exc, where=where, started=False, **self._kw()) from None
         if response.status_code >= 400:
-            raise error_from_response(response.status_code, response.headers, response.content, where=where, **self._kw())
+            raise error_from_response(
+                response.status_code, response.headers, response.content, where=where, **self._kw()
+            )
         try:
             data = response.json()
         except ValueError:
-            raise bad_body(where, "the answer is not JSON", response.content, **self._kw()) from None
+            raise bad_body(where, "expected a JSON answer", response.content, **self._kw()) from None
         if not isinstance(data, dict):
             raise bad_body(where, "the answer is not a JSON object", response.content, **self._kw())
         return data
@@ -161,7 +162,18 @@ class OpenAIProvider:
                 response = source.response
                 if response.status_code >= 400:
                     await response.aread()
-                    raise error_from_response(response.status_code, response.headers, response.content, where=where, **self._kw())
+                    raise error_from_response(
+                        response.status_code, response.headers, response.content, where=where, **self._kw()
+                    )
+                content_type = response.headers.get("content-type", "")
+                if "text/event-stream" not in content_type:
+                    await response.aread()
+                    raise bad_body(
+                        where,
+                        f"asked for a stream of server-sent events, got {content_type or 'no content type'}",
+                        response.content,
+                        **self._kw(),
+                    )
                 started = True
                 async for event in source.aiter_sse():
                     data = event.data.strip()
@@ -203,16 +215,18 @@ class OpenAIProvider:
                             arguments = function.get("arguments") or ""
                             output.append(arguments)
                             if call_id or name or arguments:
-                                yield StreamDelta(tool_index=index, tool_id=call_id, tool_name=name, arguments=arguments)
+                                yield StreamDelta(
+                                    tool_index=index, tool_id=call_id, tool_name=name, arguments=arguments
+                                )
                         finish = finish_reason(choice.get("finish_reason")) or finish
-        except httpx.TransportError as exc:
-            raise error_from_transport(exc, where=where, started=started, **self._kw()) from None
         except SSEError as exc:
             raise BadRequest(
                 f"{where}: asked for a stream of server-sent events, got something else ({exc})",
                 provider=PROVIDER,
                 model=self.alias,
             ) from None
+        except httpx.TransportError as exc:
+            raise error_from_transport(exc, where=where, started=started, **self._kw()) from None
         if not done:
             raise ServerError(
                 f"{where}: the stream ended before 'data: [DONE]'; the answer is incomplete",
@@ -222,12 +236,13 @@ class OpenAIProvider:
         if finish in (None, "stop") and named:
             finish = "tool_calls"
         if usage is None:  # the server ignored stream_options.include_usage
-            usage = Usage(input_tokens=self.count_tokens(request.messages), output_tokens=count_text("".join(output), self.model))
+            usage = Usage(
+                input_tokens=self.count_tokens(request.messages), output_tokens=count_text("".join(output), self.model)
+            )
         yield StreamDelta(usage=usage, finish_reason=finish or "stop", model=model or self.model)
 
     def _stream_error(self, where: str, chunk: dict[str, Any]) -> ProviderError:
         """An error event inside a 200 stream: classified by its status or code when given."""
-        message, code = error_details(chunk)
         status = chunk["error"].get("status") if isinstance(chunk["error"], dict) else None
         body = json.dumps(chunk).encode()
         if isinstance(status, int) and status >= 400:
@@ -235,8 +250,16 @@ class OpenAIProvider:
         return error_from_response(500, {}, body, where=where + " mid-stream", **self._kw())
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
+        size = self.options.embed_batch_size
+        vectors: list[list[float]] = []
+        for start in range(0, len(texts), size):
+            vectors.extend(await self._embed_batch(texts[start : start + size]))
+        return vectors
+
+    async def _embed_batch(self, texts: list[str]) -> list[list[float]]:
         path = "embeddings"
-        data = await self._request_json("POST", path, {"model": self.options.embedding_model or self.model, "input": texts})
+        body = {"model": self.options.embedding_model or self.model, "input": texts}
+        data = await self._request_json("POST", path, body)
         items = data.get("data")
         if not isinstance(items, list) or len(items) != len(texts):
             raise bad_body(self._where(path), f"expected {len(texts)} embeddings", json.dumps(data), **self._kw())

@@ -130,7 +130,9 @@ def tool_calls_from(raw: Any) -> list[ToolCall]:
     calls = []
     for i, item in enumerate(raw or []):
         function = item.get("function") or {}
-        calls.append(ToolCall.parse(item.get("id") or f"call_{i}", function.get("name") or "", function.get("arguments")))
+        calls.append(
+            ToolCall.parse(item.get("id") or f"call_{i}", function.get("name") or "", function.get("arguments"))
+        )
     return calls
 
 
