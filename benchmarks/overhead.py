@@ -16,7 +16,6 @@ import statistics
 import time
 
 import anyio
-
 from taskloom import Agent, hookimpl, load_kernel, run_agent
 from taskloom.testing import register_plugin
 from taskloom.types import Message, ModelRequest
@@ -52,7 +51,9 @@ async def main() -> None:
     serial = iter(range(10**9))
     gateway_rounds = []
     for _ in range(ROUNDS):
-        requests = [ModelRequest(model="fake", messages=[Message.user(f"question {next(serial)}")]) for _ in range(CALLS)]
+        requests = [
+            ModelRequest(model="fake", messages=[Message.user(f"question {next(serial)}")]) for _ in range(CALLS)
+        ]
         start = time.perf_counter()
         for request in requests:
             await gateway.complete(request)

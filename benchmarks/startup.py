@@ -33,7 +33,9 @@ def main() -> None:
     import json
 
     plugins = json.loads(listing)
-    print(f"plugins installed: {len(plugins)} ({', '.join(p['name'] + ':' + p['status'].split(':')[0] for p in plugins)})")
+    print(
+        f"plugins installed: {len(plugins)} ({', '.join(p['name'] + ':' + p['status'].split(':')[0] for p in plugins)})"
+    )
     baseline = median_ms([sys.executable, "-c", "pass"])
     plugins_ms = median_ms([exe, "plugins"])
     import_ms = median_ms([sys.executable, "-c", "import taskloom"])

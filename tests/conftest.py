@@ -24,5 +24,11 @@ def _isolated_user_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: p
     monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
-    for name in ("TASKLOOM_PLUGINS", "TASKLOOM_DISABLE_PLUGINS", "TASKLOOM_TRACE_PLUGINS", "TASKLOOM_CONFIG", "TASKLOOM_PROGRESS"):
+    for name in (
+        "TASKLOOM_PLUGINS",
+        "TASKLOOM_DISABLE_PLUGINS",
+        "TASKLOOM_TRACE_PLUGINS",
+        "TASKLOOM_CONFIG",
+        "TASKLOOM_PROGRESS",
+    ):
         monkeypatch.delenv(name, raising=False)

@@ -9,7 +9,6 @@ from typing import Any
 import anyio
 import pytest
 from pydantic import BaseModel
-
 from taskloom import Agent, AgentLimits, Budget, Denial, hookimpl, load_kernel, run_agent
 from taskloom.testing import register_plugin
 from taskloom.types import Usage
@@ -84,7 +83,9 @@ async def test_tool_round_trip() -> None:
 async def test_tool_calls_run_concurrently_and_keep_order() -> None:
     kernel = make_kernel()
     p = kernel.provider("fake")
-    p.add_tool_calls([("slow", {"seconds": 0.3}), ("slow", {"seconds": 0.1}), ("add", {"a": 1, "b": 1})]).add_text("done")
+    p.add_tool_calls([("slow", {"seconds": 0.3}), ("slow", {"seconds": 0.1}), ("add", {"a": 1, "b": 1})]).add_text(
+        "done"
+    )
     start = time.perf_counter()
     result = await run_agent(kernel, Agent(tools=["slow", "add"]), "go")
     assert time.perf_counter() - start < 0.55
@@ -153,7 +154,9 @@ async def test_token_limit_is_checked_before_the_next_call() -> None:
     from taskloom.testing import Step
 
     p.queue.append(Step(text="partial", tool_calls=[], usage=Usage(input_tokens=900, output_tokens=200)))
-    p.queue[0].tool_calls = [__import__("taskloom").ToolCall(id="c1", name="add", arguments={"a": 1, "b": 1}, raw_arguments="{}")]
+    p.queue[0].tool_calls = [
+        __import__("taskloom").ToolCall(id="c1", name="add", arguments={"a": 1, "b": 1}, raw_arguments="{}")
+    ]
     p.add_text("never reached")
     result = await run_agent(kernel, Agent(tools=["add"], limits=AgentLimits(max_total_tokens=1000)), "go")
     assert result.stop_reason == "max_tokens" and "1100" in result.detail
@@ -248,5 +251,5 @@ async def test_delegation_and_depth_limit() -> None:
 
 async def test_unknown_tool_name_in_agent_is_a_clear_error() -> None:
     kernel = make_kernel()
-    with pytest.raises(KeyError, match="unknown tool 'addd'.*did you mean 'add'"):
+    with pytest.raises(KeyError, match=r"unknown tool 'addd'.*did you mean 'add'"):
         await run_agent(kernel, Agent(tools=["addd"]), "go")

@@ -7,7 +7,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-
 from taskloom import Event, Message, ModelRequest, load_kernel
 from taskloom.builtin.limits import Limits, LimitsConfig
 from taskloom.builtin.memory_cache import MemoryCache
@@ -66,7 +65,9 @@ def _prices(config: dict | None = None) -> tuple[Prices, object]:
 def test_prices_exact_decimal_with_cached_input() -> None:
     prices, settings = _prices()
     usage = Usage(input_tokens=1_000_000, cached_input_tokens=400_000, output_tokens=10_000)
-    cost = prices.taskloom_price(alias="x", model="gpt-4o-mini-2024-07-18", provider="openai", usage=usage, settings=settings)
+    cost = prices.taskloom_price(
+        alias="x", model="gpt-4o-mini-2024-07-18", provider="openai", usage=usage, settings=settings
+    )
     # 600k * 0.15 + 400k * 0.075 + 10k * 0.60, per million
     assert cost.total == Decimal("0.09") + Decimal("0.03") + Decimal("0.006")
     assert cost.input == Decimal("0.09") and cost.cached_input == Decimal("0.03") and cost.output == Decimal("0.006")
@@ -75,24 +76,38 @@ def test_prices_exact_decimal_with_cached_input() -> None:
 def test_prices_longest_prefix_and_unknown_and_local() -> None:
     prices, settings = _prices({"models": {"my-model": {"input": 1, "output": 2}}})
     u = Usage(input_tokens=1_000_000, output_tokens=0)
-    assert prices.taskloom_price(alias="x", model="gpt-4o-2024-08-06", provider="openai", usage=u, settings=settings).total == Decimal("2.5")
-    assert prices.taskloom_price(alias="x", model="gpt-4.1-mini", provider="openai", usage=u, settings=settings).total == Decimal("0.4")
-    assert prices.taskloom_price(alias="x", model="my-model", provider="vllm", usage=u, settings=settings).total == Decimal("1")
+    assert prices.taskloom_price(
+        alias="x", model="gpt-4o-2024-08-06", provider="openai", usage=u, settings=settings
+    ).total == Decimal("2.5")
+    assert prices.taskloom_price(
+        alias="x", model="gpt-4.1-mini", provider="openai", usage=u, settings=settings
+    ).total == Decimal("0.4")
+    assert prices.taskloom_price(
+        alias="x", model="my-model", provider="vllm", usage=u, settings=settings
+    ).total == Decimal("1")
     assert prices.taskloom_price(alias="x", model="who-knows", provider="vllm", usage=u, settings=settings) is None
-    assert prices.taskloom_price(alias="x", model="anything", provider="llamacpp", usage=u, settings=settings).total == 0
+    assert (
+        prices.taskloom_price(alias="x", model="anything", provider="llamacpp", usage=u, settings=settings).total == 0
+    )
 
 
 def _limits(config: dict) -> tuple[Limits, object, Clock]:
     clock = Clock()
     limits = Limits(clock=clock)
-    settings = load_settings({"plugins": {"limits": config}, "models": {"small": {"provider": "scripted", "context_window": 50}}})
+    settings = load_settings(
+        {"plugins": {"limits": config}, "models": {"small": {"provider": "scripted", "context_window": 50}}}
+    )
     settings.set_plugin_config("limits", LimitsConfig)
     limits.taskloom_configure(settings)
     return limits, settings, clock
 
 
 def _call(model: str = "m", user: str = "ann", text: str = "hi", tier: str | None = None) -> Action:
-    return Action(kind="model_call", request=ModelRequest(model=model, messages=[Message.user(text)]), metadata=RequestMeta(user=user, tier=tier))
+    return Action(
+        kind="model_call",
+        request=ModelRequest(model=model, messages=[Message.user(text)]),
+        metadata=RequestMeta(user=user, tier=tier),
+    )
 
 
 def test_limits_requests_per_minute_sliding_window() -> None:
@@ -110,7 +125,13 @@ def test_limits_requests_per_minute_sliding_window() -> None:
 def test_limits_tokens_per_day_models_tools_depth_runs() -> None:
     config = {
         "tiers": {
-            "free": {"tokens_per_day": 100, "allowed_models": ["m"], "allowed_tools": ["search"], "max_delegation_depth": 1, "concurrent_runs": 1},
+            "free": {
+                "tokens_per_day": 100,
+                "allowed_models": ["m"],
+                "allowed_tools": ["search"],
+                "max_delegation_depth": 1,
+                "concurrent_runs": 1,
+            },
             "pro": {},
         },
         "users": {"vip": "pro"},
@@ -119,7 +140,9 @@ def test_limits_tokens_per_day_models_tools_depth_runs() -> None:
     limits, settings, clock = _limits(config)
     assert "may not use model 'big'" in limits.taskloom_check(_call(model="big"), settings).reason
     assert limits.taskloom_check(_call(model="big", user="vip"), settings) is None
-    limits.taskloom_event(Event(kind="model.call", data={"user": "ann", "usage": Usage(input_tokens=80, output_tokens=30)}))
+    limits.taskloom_event(
+        Event(kind="model.call", data={"user": "ann", "usage": Usage(input_tokens=80, output_tokens=30)})
+    )
     assert "100 tokens a day; ann used 110" in limits.taskloom_check(_call(), settings).reason
     clock.now += 86_401
     assert limits.taskloom_check(_call(), settings) is None
@@ -171,7 +194,9 @@ async def test_jsonl_sink_writes_every_event(tmp_path: Path) -> None:
         "plugins": {"jsonl": {"path": str(path)}},
     }
     kernel = load_kernel(config)
-    await kernel.gateway.complete(ModelRequest(model="fake", messages=[Message.user("x")], metadata=RequestMeta(run_id="r9")))
+    await kernel.gateway.complete(
+        ModelRequest(model="fake", messages=[Message.user("x")], metadata=RequestMeta(run_id="r9"))
+    )
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert [line["kind"] for line in lines] == ["model.call"]
     assert lines[0]["run_id"] == "r9" and lines[0]["data"]["usage"]["input_tokens"] > 0
@@ -193,6 +218,11 @@ async def test_console_sink_prints_progress(capsys: pytest.CaptureFixture[str]) 
 
 
 async def test_denial_message_names_the_plugin() -> None:
-    kernel = load_kernel({"taskloom": {"store": "memory"}, "plugins": {"limits": {"tiers": {"t": {"allowed_tools": []}}, "default_tier": "t"}}})
+    kernel = load_kernel(
+        {
+            "taskloom": {"store": "memory"},
+            "plugins": {"limits": {"tiers": {"t": {"allowed_tools": []}}, "default_tier": "t"}},
+        }
+    )
     with pytest.raises(PolicyDenied, match="denied by limits: tier 't' may not use tool 'x'"):
         kernel.check(Action(kind="tool_call", tool="x"))

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from taskloom.cli import main
 
 CONFIG = """
@@ -166,7 +165,13 @@ def test_real_process_exit_codes(config: Path) -> None:
     exe = [sys.executable, "-m", "taskloom"]
     ok = subprocess.run([*exe, "--config", str(config), "ask", "ping"], capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0 and ok.stdout.strip() == "You asked: ping"
-    bad = subprocess.run([*exe, "--config", "/nonexistent/x.toml", "plugins"], capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 2 and bad.stderr.strip().startswith("error: config file /nonexistent/x.toml does not exist")
-    debug = subprocess.run([*exe, "--debug", "--config", "/nonexistent/x.toml", "plugins"], capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [*exe, "--config", "/nonexistent/x.toml", "plugins"], capture_output=True, text=True, timeout=60
+    )
+    assert bad.returncode == 2 and bad.stderr.strip().startswith(
+        "error: config file /nonexistent/x.toml does not exist"
+    )
+    debug = subprocess.run(
+        [*exe, "--debug", "--config", "/nonexistent/x.toml", "plugins"], capture_output=True, text=True, timeout=60
+    )
     assert debug.returncode != 0 and "Traceback" in debug.stderr

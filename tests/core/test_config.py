@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from taskloom.config import Secret, find_config, load_settings
 from taskloom.errors import ConfigError
 
@@ -87,7 +86,16 @@ def test_secret_from_env_is_read_late_and_never_shown(monkeypatch: pytest.Monkey
 
 def test_effective_config_redacts_secret_looking_values() -> None:
     settings = load_settings(
-        {"models": {"m": {"provider": "openai", "api_key": "sk-abc", "api_key_env": {"env": "K"}, "headers": {"Authorization": "Bearer x"}}}}
+        {
+            "models": {
+                "m": {
+                    "provider": "openai",
+                    "api_key": "sk-abc",
+                    "api_key_env": {"env": "K"},
+                    "headers": {"Authorization": "Bearer x"},
+                }
+            }
+        }
     )
     dumped = str(settings.to_dict())
     assert "sk-abc" not in dumped and "Bearer x" not in dumped

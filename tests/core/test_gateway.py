@@ -7,7 +7,6 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-
 from taskloom import Denial, Event, Message, ModelRequest, hookimpl, load_kernel
 from taskloom.errors import (
     AllDeploymentsFailed,
@@ -211,7 +210,7 @@ async def test_a_hanging_provider_times_out() -> None:
     kernel = make_kernel(models)
     kernel.provider("fake").add_hang().add_hang()
     start = time.perf_counter()
-    with pytest.raises(ProviderTimeout, match="did not answer within 0.05 s"):
+    with pytest.raises(ProviderTimeout, match=r"did not answer within 0\.05 s"):
         await kernel.gateway.complete(req())
     assert time.perf_counter() - start < 1
 
@@ -224,7 +223,13 @@ async def test_garbage_from_a_provider_is_a_bad_request() -> None:
 
 
 async def test_circuit_breaker_opens_then_half_opens() -> None:
-    models = {"fake": {"provider": "scripted", "retry": {**FAST_RETRY, "attempts": 1}, "circuit": {"threshold": 2, "cooldown": 0.2}}}
+    models = {
+        "fake": {
+            "provider": "scripted",
+            "retry": {**FAST_RETRY, "attempts": 1},
+            "circuit": {"threshold": 2, "cooldown": 0.2},
+        }
+    }
     kernel = make_kernel(models)
     provider = kernel.provider("fake")
     provider.add_error("server").add_error("server").add_text("recovered")
@@ -278,7 +283,11 @@ async def test_price_override_is_exact_and_unknown_models_are_unpriced(capsys: p
     from taskloom.types import Usage
 
     p = kernel.provider("priced")
-    p.queue.append(__import__("taskloom.testing", fromlist=["Step"]).Step(text="x", usage=Usage(input_tokens=1000, output_tokens=100)))
+    p.queue.append(
+        __import__("taskloom.testing", fromlist=["Step"]).Step(
+            text="x", usage=Usage(input_tokens=1000, output_tokens=100)
+        )
+    )
     response = await kernel.gateway.complete(req(model="priced"))
     assert response.cost.total == Decimal("0.0045")
     kernel.provider("mystery").add_text("?")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from taskloom import hookimpl, load_kernel
 from taskloom.errors import ConfigError
 from taskloom.testing import register_plugin
@@ -23,23 +22,23 @@ def taskloom_register_tools(register, settings):
     register(shout)
 '''
 
-BAD_SIGNATURE = '''
+BAD_SIGNATURE = """
 from taskloom import hookimpl
 
 @hookimpl
 def taskloom_register_tools(register, settings, nonsense):
     pass
-'''
+"""
 
-UNKNOWN_HOOK = '''
+UNKNOWN_HOOK = """
 from taskloom import hookimpl
 
 @hookimpl
 def taskloom_register_toolz(register, settings):
     pass
-'''
+"""
 
-RAISES = '''
+RAISES = """
 from taskloom import hookimpl
 
 @hookimpl
@@ -48,9 +47,9 @@ def taskloom_register_tools(register, settings):
         return x // 2
     register(half)
     raise RuntimeError("boom in registration")
-'''
+"""
 
-CONFIGURED = '''
+CONFIGURED = """
 from pydantic import BaseModel
 from taskloom import hookimpl
 
@@ -61,7 +60,7 @@ class Cfg(BaseModel):
 @hookimpl
 def taskloom_config_model():
     return Cfg
-'''
+"""
 
 BASE = {"taskloom": {"store": "memory"}}
 
@@ -117,7 +116,9 @@ def test_unknown_hook_name_is_reported_with_suggestion(tmp_path: Path, monkeypat
     assert "did you mean 'taskloom_register_tools'" in info.reason
 
 
-def test_plugin_raising_in_a_hook_is_failed_and_its_registrations_dropped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_plugin_raising_in_a_hook_is_failed_and_its_registrations_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     make_dist(tmp_path, "fake-raise", {"raiser": "fakeplug_raise"}, {"fakeplug_raise": RAISES})
     activate(tmp_path, monkeypatch)
     kernel = _kernel()
@@ -159,7 +160,9 @@ def test_taskloom_plugins_env_loads_only_those(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_config_plugin_subset_and_disable() -> None:
-    kernel = _kernel({"taskloom": {"store": "memory", "plugins": ["memory-store", "prices", "limits"], "disable": ["limits"]}})
+    kernel = _kernel(
+        {"taskloom": {"store": "memory", "plugins": ["memory-store", "prices", "limits"], "disable": ["limits"]}}
+    )
     assert sorted(kernel.plugins.enabled) == ["memory-store", "prices"]
 
 
@@ -189,7 +192,9 @@ def test_plugin_config_unknown_key_suggests(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_config_for_a_plugin_that_does_not_exist_is_an_error() -> None:
-    with pytest.raises(ConfigError, match=r"\[plugins.pricess\]: no installed plugin is named 'pricess' \(did you mean 'prices'\?\)"):
+    with pytest.raises(
+        ConfigError, match=r"\[plugins.pricess\]: no installed plugin is named 'pricess' \(did you mean 'prices'\?\)"
+    ):
         _kernel({"plugins": {"pricess": {}}})
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 import pytest
-
 from taskloom import tokens
 from taskloom.types import Message
 
@@ -23,7 +22,9 @@ def test_exact_counts_with_tiktoken() -> None:
     assert tokens.count_messages([Message.user("hello world")], "gpt-4o") == 8
 
 
-def test_offline_fallback_estimates_and_warns_once(monkeypatch: pytest.MonkeyPatch, tmp_path, caplog: pytest.LogCaptureFixture) -> None:
+def test_offline_fallback_estimates_and_warns_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path, caplog: pytest.LogCaptureFixture
+) -> None:
     import tiktoken
 
     def fail(name: str) -> None:

@@ -6,7 +6,6 @@ from typing import Literal
 
 import pytest
 from pydantic import BaseModel
-
 from taskloom.tools import Tool, ToolRegistry
 
 pytestmark = pytest.mark.anyio

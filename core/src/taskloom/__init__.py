@@ -72,4 +72,31 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-__all__ = ["__version__", "hookimpl", *_LAZY]
+__all__ = [
+    "Action",
+    "Agent",
+    "AgentLimits",
+    "AgentResult",
+    "Budget",
+    "Capabilities",
+    "Cost",
+    "Denial",
+    "Event",
+    "Kernel",
+    "Message",
+    "ModelConfig",
+    "ModelRequest",
+    "ModelResponse",
+    "Secret",
+    "Settings",
+    "StreamDelta",
+    "Tool",
+    "ToolCall",
+    "ToolResult",
+    "ToolSpec",
+    "Usage",
+    "__version__",
+    "hookimpl",
+    "load_kernel",
+    "run_agent",
+]

@@ -179,7 +179,9 @@ class _Run:
     def emit(self, kind: str, data: dict[str, Any]) -> None:
         if self.kernel.has_sinks:
             m = self.meta
-            self.kernel.emit(Event(kind=kind, time=time.time(), run_id=m.run_id, task_id=m.task_id, agent=self.agent.name, data=data))
+            self.kernel.emit(
+                Event(kind=kind, time=time.time(), run_id=m.run_id, task_id=m.task_id, agent=self.agent.name, data=data)
+            )
 
 
 async def run_agent(
@@ -275,7 +277,11 @@ async def run_agent(
         repairs += 1
         repairing = True
         state.emit("agent.output_invalid", {"error": problem, "attempt": repairs})
-        messages.append(Message.user(f"Your answer is not valid: {problem}. Answer again with only a JSON value that matches the schema."))
+        messages.append(
+            Message.user(
+                f"Your answer is not valid: {problem}. Answer again with only a JSON value that matches the schema."
+            )
+        )
 
     result = AgentResult(
         agent=agent.name,
@@ -292,7 +298,16 @@ async def run_agent(
         models=state.models,
         duration_s=time.monotonic() - state.started,
     )
-    state.emit("agent.finish", {"stop_reason": result.stop_reason, "detail": result.detail, "turns": result.turns, "usage": result.usage, "cost": result.cost})
+    state.emit(
+        "agent.finish",
+        {
+            "stop_reason": result.stop_reason,
+            "detail": result.detail,
+            "turns": result.turns,
+            "usage": result.usage,
+            "cost": result.cost,
+        },
+    )
     return result
 
 
@@ -341,7 +356,9 @@ def _delegate_tool(kernel: Kernel, parent: Agent, sub: Agent, meta: RequestMeta,
         kernel.check(Action(kind="delegate", tool=sub.name, arguments={"task": task}, metadata=sub_meta))
         result = await run_agent(kernel, sub, task, meta=sub_meta, budget=budget)
         if not result.ok:
-            raise RuntimeError(f"{sub.name} stopped ({result.stop_reason}: {result.detail}); best answer: {result.text!r}")
+            raise RuntimeError(
+                f"{sub.name} stopped ({result.stop_reason}: {result.detail}); best answer: {result.text!r}"
+            )
         return result.text if not isinstance(result.output, BaseModel) else result.output.model_dump_json()
 
     delegate.__doc__ = f"Ask the {sub.name} agent to do a task and return its answer.\n\nArgs:\n    task: What {sub.name} should do, in full."
@@ -389,7 +406,16 @@ async def _run_tool_call(state: _Run, tools: dict[str, Tool], call: ToolCall) ->
         state.cost = state.cost + Cost(total=cost.total, tools=cost.total, source=cost.source)
         if state.budget is not None:
             state.budget.charge(Usage(), cost)
-    state.tool_log.append(ToolCallLog(id=call.id, name=call.name, arguments=call.arguments, result=result.content, is_error=result.is_error, duration_s=result.duration_s))
+    state.tool_log.append(
+        ToolCallLog(
+            id=call.id,
+            name=call.name,
+            arguments=call.arguments,
+            result=result.content,
+            is_error=result.is_error,
+            duration_s=result.duration_s,
+        )
+    )
     meta = state.meta
     record = ToolCallRecord(
         run_id=meta.run_id,
@@ -405,8 +431,12 @@ async def _run_tool_call(state: _Run, tools: dict[str, Tool], call: ToolCall) ->
     try:
         await kernel.store.record_tool_call(record)
     except Exception as exc:
-        kernel.plugins.warn_once("ledger-tools", f"the run store could not record a tool call ({type(exc).__name__}: {exc})")
-    state.emit("tool.call", {"name": call.name, "is_error": result.is_error, "duration_s": result.duration_s, "cost": cost})
+        kernel.plugins.warn_once(
+            "ledger-tools", f"the run store could not record a tool call ({type(exc).__name__}: {exc})"
+        )
+    state.emit(
+        "tool.call", {"name": call.name, "is_error": result.is_error, "duration_s": result.duration_s, "cost": cost}
+    )
     return result
 
 

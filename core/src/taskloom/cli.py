@@ -31,16 +31,18 @@ class _Group(click.Group):
                 kernel = get_kernel(ctx)
             except TaskloomError:
                 return {}  # the error is reported when the command itself runs
+
             def register(command: click.Command) -> None:
                 if command.name and command.name not in self.commands:
                     cache[command.name] = command
+
             for plugin, thunk in kernel.plugins.call_each("taskloom_register_commands", register=register):
                 try:
                     thunk()
                 except Exception as exc:
                     kernel.plugins.fail(plugin, f"taskloom_register_commands raised {type(exc).__name__}: {exc}")
             ctx.meta["taskloom.commands"] = cache
-        return cache  # type: ignore[no-any-return]
+        return cache
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *self._plugin_commands(ctx)})
@@ -107,7 +109,12 @@ def echo_json(value: Any) -> None:
 
 @click.group(cls=_Group)
 @click.version_option(__version__, prog_name="taskloom")
-@click.option("--config", "config", type=click.Path(dir_okay=False), help="Configuration file (default: taskloom.toml, then pyproject.toml).")
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(dir_okay=False),
+    help="Configuration file (default: taskloom.toml, then pyproject.toml).",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def main(config: str | None, debug: bool) -> None:
     """taskloom: run LLM agents and multi-agent workflows."""

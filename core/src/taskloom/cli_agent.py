@@ -21,12 +21,21 @@ def install(main: click.Group) -> None:
 @click.argument("prompt")
 @click.option("--model", "-m", default="", help="Model alias (default: [taskloom] default_model).")
 @click.option("--tool", "-t", "tool_names", multiple=True, help="A tool the agent may call (repeatable).")
-@click.option("--tool-choice", default="auto", help='auto, required, none, or a tool name to force on the first turn.')
+@click.option("--tool-choice", default="auto", help="auto, required, none, or a tool name to force on the first turn.")
 @click.option("--system", default=None, help="System prompt.")
 @click.option("--max-turns", default=8, show_default=True, type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print answer, usage, cost, tool calls and turns as JSON.")
 @click.pass_context
-def ask(ctx: click.Context, prompt: str, model: str, tool_names: tuple[str, ...], tool_choice: str, system: str | None, max_turns: int, as_json: bool) -> None:
+def ask(
+    ctx: click.Context,
+    prompt: str,
+    model: str,
+    tool_names: tuple[str, ...],
+    tool_choice: str,
+    system: str | None,
+    max_turns: int,
+    as_json: bool,
+) -> None:
     """Run one agent once on PROMPT and print its answer."""
     from .agent import Agent, AgentLimits, run_agent
 
@@ -34,7 +43,14 @@ def ask(ctx: click.Context, prompt: str, model: str, tool_names: tuple[str, ...]
     for name in tool_names:
         if name not in kernel.tools:
             raise ConfigError(_unknown_tool(kernel, name))
-    agent = Agent(name="ask", model=model, tools=list(tool_names), tool_choice=tool_choice, system=system, limits=AgentLimits(max_turns=max_turns))
+    agent = Agent(
+        name="ask",
+        model=model,
+        tools=list(tool_names),
+        tool_choice=tool_choice,
+        system=system,
+        limits=AgentLimits(max_turns=max_turns),
+    )
     result = run_async(ctx, lambda k: run_agent(k, agent, prompt))
     if as_json:
         echo_json(
@@ -103,11 +119,23 @@ def tools_call(ctx: click.Context, name: str, args_json: str, as_json: bool) -> 
         raise click.BadParameter(f"not JSON: {exc.msg} at column {exc.colno}", param_hint="--args") from None
     if not isinstance(arguments, dict):
         raise click.BadParameter("must be a JSON object", param_hint="--args")
-    kernel.check(Action(kind="tool_call", tool=name, arguments=arguments, metadata=RequestMeta(user=kernel.settings.taskloom.user)))
+    kernel.check(
+        Action(
+            kind="tool_call", tool=name, arguments=arguments, metadata=RequestMeta(user=kernel.settings.taskloom.user)
+        )
+    )
     tool = kernel.tools.get(name)
     result = run_async(ctx, lambda k: tool.run(arguments))
     if as_json:
-        echo_json({"tool": name, "result": result.content, "value": result.value, "is_error": result.is_error, "duration_s": result.duration_s})
+        echo_json(
+            {
+                "tool": name,
+                "result": result.content,
+                "value": result.value,
+                "is_error": result.is_error,
+                "duration_s": result.duration_s,
+            }
+        )
     elif result.is_error:
         click.echo(result.content, err=True)
     else:
@@ -122,12 +150,17 @@ def tools_call(ctx: click.Context, name: str, args_json: str, as_json: bool) -> 
 @click.pass_context
 def models(ctx: click.Context, as_json: bool, list_remote: bool) -> None:
     """List configured model aliases, their provider and capabilities."""
-    kernel = get_kernel(ctx)
+    get_kernel(ctx)  # assemble now, so configuration errors surface before the loop starts
 
     async def collect(k: Any) -> list[dict[str, Any]]:
         rows = []
         for alias, cfg in sorted(k.settings.models.items()):
-            row: dict[str, Any] = {"alias": alias, "provider": cfg.provider, "model": cfg.model, "fallbacks": cfg.fallbacks}
+            row: dict[str, Any] = {
+                "alias": alias,
+                "provider": cfg.provider,
+                "model": cfg.model,
+                "fallbacks": cfg.fallbacks,
+            }
             try:
                 provider = k.provider(alias)
                 row["capabilities"] = provider.capabilities().model_dump()
@@ -144,7 +177,11 @@ def models(ctx: click.Context, as_json: bool, list_remote: bool) -> None:
         return
     for row in rows:
         caps = row.get("capabilities")
-        detail = row.get("error") or ", ".join(k for k, v in (caps or {}).items() if v is True) + f"; context {caps['context_window'] if caps else '?'}"
+        detail = (
+            row.get("error")
+            or ", ".join(k for k, v in (caps or {}).items() if v is True)
+            + f"; context {caps['context_window'] if caps else '?'}"
+        )
         click.echo(f"{row['alias']}: {row['provider']} {row['model']}  ({detail})")
         for name in row.get("available", []):
             click.echo(f"    {name}")

@@ -35,7 +35,7 @@ class Secret:
 
     def __init__(self, value: str | None = None, *, env: str | None = None) -> None:
         if (value is None) == (env is None):
-            raise ValueError("a secret is either a value or { env = \"VAR\" }")
+            raise ValueError('a secret is either a value or { env = "VAR" }')
         self._value = value
         self.env = env
 
@@ -83,9 +83,7 @@ class Secret:
             json_schema_input_schema=core_schema.union_schema(
                 [
                     core_schema.str_schema(),
-                    core_schema.typed_dict_schema(
-                        {"env": core_schema.typed_dict_field(core_schema.str_schema())}
-                    ),
+                    core_schema.typed_dict_schema({"env": core_schema.typed_dict_field(core_schema.str_schema())}),
                 ]
             ),
         )
@@ -291,7 +289,9 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
 
 
-def find_config(explicit: str | os.PathLike[str] | None = None, cwd: Path | None = None) -> tuple[dict[str, Any], Path | None]:
+def find_config(
+    explicit: str | os.PathLike[str] | None = None, cwd: Path | None = None
+) -> tuple[dict[str, Any], Path | None]:
     """Locate and read the configuration; returns its data and where it came from."""
     if explicit is None:
         explicit = os.environ.get("TASKLOOM_CONFIG") or None

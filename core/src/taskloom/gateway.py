@@ -93,7 +93,9 @@ class Gateway:
             if kernel.has_sinks:
                 kernel.emit(self._event("model.route", request, {"requested": request.model, "chain": list(chain)}))
         elif request.model == "auto":
-            raise ConfigError('model "auto" needs a router: enable a plugin that implements taskloom_route (e.g. router)')
+            raise ConfigError(
+                'model "auto" needs a router: enable a plugin that implements taskloom_route (e.g. router)'
+            )
         else:
             config = self.settings.model(request.model)
             chain = [request.model, *config.fallbacks]
@@ -118,7 +120,9 @@ class Gateway:
                 return None
             response = ModelResponse.model_validate_json(data)
         except Exception as exc:  # the run never fails because of the cache
-            self.kernel.plugins.warn_once("cache-get", f"cache read failed ({type(exc).__name__}: {exc}); calling the model")
+            self.kernel.plugins.warn_once(
+                "cache-get", f"cache read failed ({type(exc).__name__}: {exc}); calling the model"
+            )
             return None
         response.cached = True
         response.attempts = 0
@@ -152,7 +156,9 @@ class Gateway:
                     async with deadline(timeout):
                         response = await provider.complete(request)
                     if not isinstance(response, ModelResponse):
-                        raise BadRequest(f"provider {provider.name} returned {type(response).__name__}, not a ModelResponse")
+                        raise BadRequest(
+                            f"provider {provider.name} returned {type(response).__name__}, not a ModelResponse"
+                        )
                 except BaseException as exc:
                     error = self._classify(exc, alias, provider.name, timeout)
                     delay = self._after_failure(request, alias, config, breaker, error, attempt, streamed=False)
@@ -174,7 +180,9 @@ class Gateway:
         if position and self.kernel.has_sinks:
             self.kernel.emit(self._event("model.fallback", request, {"alias": alias, "after": chain[position - 1]}))
         if not breaker.allow():
-            failures.append((alias, CircuitOpen(f"circuit open for {alias}; retry in {breaker.retry_in():.1f} s", model=alias)))
+            failures.append(
+                (alias, CircuitOpen(f"circuit open for {alias}; retry in {breaker.retry_in():.1f} s", model=alias))
+            )
             return config, None
         return config, breaker
 
@@ -215,14 +223,21 @@ class Gateway:
         )
         if self.kernel.has_sinks:
             kind = "model.error" if give_up else "model.retry"
-            data: dict[str, Any] = {"alias": alias, "attempt": attempt, "error": f"{type(error).__name__}: {error}", "transient": error.transient}
+            data: dict[str, Any] = {
+                "alias": alias,
+                "attempt": attempt,
+                "error": f"{type(error).__name__}: {error}",
+                "transient": error.transient,
+            }
             if not give_up:
                 data["delay_s"] = round(delay, 3)
             self.kernel.emit(self._event(kind, request, data))
         return None if give_up else delay
 
     @staticmethod
-    def _succeeded(response: ModelResponse, alias: str, provider: str, breaker: CircuitBreaker, attempt: int) -> ModelResponse:
+    def _succeeded(
+        response: ModelResponse, alias: str, provider: str, breaker: CircuitBreaker, attempt: int
+    ) -> ModelResponse:
         breaker.record_success()
         response.alias = alias
         response.provider = response.provider or provider
@@ -242,7 +257,10 @@ class Gateway:
         meta = request.metadata
         cost = response.cost or Cost.unpriced()
         if not cost.priced:
-            kernel.plugins.warn_once(f"unpriced:{response.alias}", f"no cost model knows the price of {response.alias} ({response.model}); its calls are reported as unpriced")
+            kernel.plugins.warn_once(
+                f"unpriced:{response.alias}",
+                f"no cost model knows the price of {response.alias} ({response.model}); its calls are reported as unpriced",
+            )
         record = CallRecord(
             run_id=meta.run_id,
             task_id=meta.task_id,
@@ -262,7 +280,9 @@ class Gateway:
         try:
             await kernel.store.record_call(record)
         except Exception as exc:
-            kernel.plugins.warn_once("ledger", f"the run store could not record a model call ({type(exc).__name__}: {exc})")
+            kernel.plugins.warn_once(
+                "ledger", f"the run store could not record a model call ({type(exc).__name__}: {exc})"
+            )
         if kernel.has_sinks:
             kernel.emit(
                 self._event(
@@ -351,7 +371,9 @@ class ModelStream:
         key = gw._cache_key(request, chain[0])
         response = await gw._cache_get(key, request, chain[0])
         if response is not None:
-            yield StreamDelta(text=response.text, usage=response.usage, finish_reason=response.finish_reason, model=response.model)
+            yield StreamDelta(
+                text=response.text, usage=response.usage, finish_reason=response.finish_reason, model=response.model
+            )
             for i, call in enumerate(response.tool_calls):
                 yield StreamDelta(tool_index=i, tool_id=call.id, tool_name=call.name, arguments=call.raw_arguments)
         else:

@@ -77,7 +77,10 @@ class Kernel:
         hook = plugins.pm.hook
         router = settings.taskloom.router
         if router and router not in plugins.infos:
-            raise ConfigError(f"{settings.where}: [taskloom] router: no plugin named {router!r}{did_you_mean(router, plugins.infos)}")
+            raise ConfigError(
+                f"{settings.where}: [taskloom] router: no plugin named {router!r}{did_you_mean(router, plugins.infos)}"
+            )
+
         # Decision hooks run on every call, so their implementations are listed once here
         # and called directly in pluggy's order (last registered first). Policies and sinks
         # are called one by one so a failure is attributed to its plugin and never stops
@@ -165,7 +168,9 @@ class Kernel:
     @cached_property
     def executor(self) -> Executor:
         name = self.settings.taskloom.executor
-        executor: Executor = self.executors.get(name, f"{self.settings.where}: [taskloom] executor").factory(self.settings)
+        executor: Executor = self.executors.get(name, f"{self.settings.where}: [taskloom] executor").factory(
+            self.settings
+        )
         return executor
 
     @cached_property
@@ -198,7 +203,9 @@ class Kernel:
     def price(self, alias: str, model: str, provider: str, usage: Usage) -> Cost:
         for plugin, pricer in self._pricers:
             try:
-                cost: Cost | None = pricer(alias=alias, model=model, provider=provider, usage=usage, settings=self.settings)
+                cost: Cost | None = pricer(
+                    alias=alias, model=model, provider=provider, usage=usage, settings=self.settings
+                )
             except Exception as exc:
                 self.plugins.warn_once(f"price:{plugin}", f"cost model {plugin} raised {type(exc).__name__}: {exc}")
                 continue
@@ -212,7 +219,9 @@ class Kernel:
             try:
                 cost: Cost | None = pricer(name=name, arguments=arguments, settings=self.settings)
             except Exception as exc:
-                self.plugins.warn_once(f"tool-price:{plugin}", f"cost model {plugin} raised {type(exc).__name__}: {exc}")
+                self.plugins.warn_once(
+                    f"tool-price:{plugin}", f"cost model {plugin} raised {type(exc).__name__}: {exc}"
+                )
                 continue
             if cost is not None:
                 total = cost if total is None else total + cost

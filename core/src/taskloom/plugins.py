@@ -12,9 +12,10 @@ installed; minus ``TASKLOOM_DISABLE_PLUGINS=a,b`` and ``[taskloom] disable``.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
@@ -176,7 +177,9 @@ class PluginManager:
         unknown = [
             impl_name
             for impl_name in dir(obj)
-            if impl_name.startswith("taskloom_") and self._is_hookimpl(obj, impl_name) and not hasattr(hookspecs, impl_name)
+            if impl_name.startswith("taskloom_")
+            and self._is_hookimpl(obj, impl_name)
+            and not hasattr(hookspecs, impl_name)
         ]
         if unknown:
             specs = [n for n in dir(hookspecs) if n.startswith("taskloom_")]
@@ -185,7 +188,9 @@ class PluginManager:
             return
         info.status = "enabled"
         info.hooks = sorted(
-            caller.name for caller in self.pm.get_hookcallers(obj) or [] if caller.name not in ("taskloom_config_model", "taskloom_configure")
+            caller.name
+            for caller in self.pm.get_hookcallers(obj) or []
+            if caller.name not in ("taskloom_config_model", "taskloom_configure")
         )
 
     def _is_hookimpl(self, obj: object, name: str) -> bool:
@@ -195,7 +200,7 @@ class PluginManager:
         for impl in self.pm.hook.taskloom_config_model.get_hookimpls():
             info = self.infos[impl.plugin_name]
             try:
-                model = impl.function()
+                model: Any = impl.function()
                 self.settings.set_plugin_config(info.name, model)
             except TaskloomError as exc:
                 self._fail(info, str(exc))
@@ -236,7 +241,7 @@ class PluginManager:
         and contain a failure to the plugin that raised."""
         caller = getattr(self.pm.hook, hook_name)
         for impl in reversed(caller.get_hookimpls()):
-            yield impl.plugin_name, (lambda f=impl.function: f(**kwargs))
+            yield impl.plugin_name, functools.partial(impl.function, **kwargs)
 
     def warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -252,12 +257,14 @@ class PluginManager:
         return [i for i in self.infos.values() if i.status == "failed"]
 
 
-def _trace_before(hook_name: str, impls: list[Any], kwargs: dict[str, Any]) -> None:
+def _trace_before(hook_name: str, impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, Any]) -> None:
     names = ", ".join(i.plugin_name for i in impls)
     sys.stderr.write(f"taskloom: hook {hook_name} -> [{names}]\n")
 
 
-def _trace_after(outcome: Any, hook_name: str, impls: list[Any], kwargs: dict[str, Any]) -> None:
+def _trace_after(
+    outcome: pluggy.Result[Any], hook_name: str, impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, Any]
+) -> None:
     exc = outcome.exception
     result = f"raised {type(exc).__name__}: {exc}" if exc else f"returned {outcome.get_result()!r:.120}"
     sys.stderr.write(f"taskloom: hook {hook_name} {result}\n")

@@ -15,9 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .types import Cost, Event, Usage
 
 RunStatus = Literal["running", "succeeded", "failed", "interrupted", "budget_exceeded"]
-TaskState = Literal[
-    "pending", "running", "succeeded", "failed", "skipped", "interrupted", "compensated"
-]
+TaskState = Literal["pending", "running", "succeeded", "failed", "skipped", "interrupted", "compensated"]
 
 
 class _Record(BaseModel):

@@ -95,4 +95,3 @@ class CircuitBreaker:
         if self.opened_at is None:
             return 0.0
         return max(0.0, self.cooldown - (self._now() - self.opened_at))
-

@@ -108,7 +108,10 @@ class Tool:
 
     async def _run(self, arguments: dict[str, Any] | None, timeout: float | None) -> ToolResult:
         if arguments is None:
-            return ToolResult(f"error: the arguments for {self.name} are not a JSON object; send a JSON object matching its schema", True)
+            return ToolResult(
+                f"error: the arguments for {self.name} are not a JSON object; send a JSON object matching its schema",
+                True,
+            )
         try:
             validated = self.arguments_model.model_validate(arguments)
         except ValidationError as exc:

@@ -118,6 +118,10 @@ class ConsoleSink:
             if d.get("error"):
                 extra += f" [red]{d['error']}[/red]"
             done = len(self.done_times)
-            self._print(f"[{colour}]{state:>9}[/{colour}] {where}{extra} [dim]({done}/{self.total_tasks}{self._eta()})[/dim]")
+            self._print(
+                f"[{colour}]{state:>9}[/{colour}] {where}{extra} [dim]({done}/{self.total_tasks}{self._eta()})[/dim]"
+            )
         elif kind.startswith("run."):
-            self._print(f"[bold]{kind}[/bold] {event.run_id} {d.get('status', '')} · {self.tokens} tokens · ${self.cost:.6f}")
+            self._print(
+                f"[bold]{kind}[/bold] {event.run_id} {d.get('status', '')} · {self.tokens} tokens · ${self.cost:.6f}"
+            )

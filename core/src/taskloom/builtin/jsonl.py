@@ -51,6 +51,3 @@ class JsonlSink:
         line = event.model_dump_json()
         with self.lock:
             self.file.write(line + "\n")
-
-
-

@@ -48,7 +48,9 @@ class LimitsConfig(BaseModel):
         names = set(self.tiers)
         for user, tier in self.users.items():
             if tier not in names:
-                raise ValueError(f"user {user!r} has unknown tier {tier!r} (tiers: {', '.join(sorted(names)) or 'none'})")
+                raise ValueError(
+                    f"user {user!r} has unknown tier {tier!r} (tiers: {', '.join(sorted(names)) or 'none'})"
+                )
         if self.default_tier is not None and self.default_tier not in names:
             raise ValueError(f"default_tier {self.default_tier!r} is not a defined tier")
         return self
@@ -94,27 +96,46 @@ class Limits:
         if action.kind == "model_call" and action.request is not None:
             model = action.request.model
             if tier.allowed_models is not None and model not in tier.allowed_models:
-                return Denial(reason=f"tier {name!r} may not use model {model!r} (allowed: {', '.join(tier.allowed_models)})", plugin=NAME)
+                return Denial(
+                    reason=f"tier {name!r} may not use model {model!r} (allowed: {', '.join(tier.allowed_models)})",
+                    plugin=NAME,
+                )
             now = self.clock()
             if tier.tokens_per_day is not None:
                 used = self._tokens_today(user, now)
                 if used >= tier.tokens_per_day:
-                    return Denial(reason=f"tier {name!r} allows {tier.tokens_per_day} tokens a day; {user} used {used}", plugin=NAME)
+                    return Denial(
+                        reason=f"tier {name!r} allows {tier.tokens_per_day} tokens a day; {user} used {used}",
+                        plugin=NAME,
+                    )
             if tier.requests_per_minute is not None:
                 window = self.requests[user]
                 while window and now - window[0] >= 60.0:
                     window.popleft()
                 if len(window) >= tier.requests_per_minute:
                     wait = 60.0 - (now - window[0])
-                    return Denial(reason=f"tier {name!r} allows {tier.requests_per_minute} requests a minute; try again in {wait:.0f} s", plugin=NAME)
+                    return Denial(
+                        reason=f"tier {name!r} allows {tier.requests_per_minute} requests a minute; try again in {wait:.0f} s",
+                        plugin=NAME,
+                    )
                 window.append(now)
         elif action.kind == "tool_call" and tier.allowed_tools is not None and action.tool not in tier.allowed_tools:
             return Denial(reason=f"tier {name!r} may not use tool {action.tool!r}", plugin=NAME)
-        elif action.kind == "delegate" and tier.max_delegation_depth is not None and meta.depth > tier.max_delegation_depth:
-            return Denial(reason=f"tier {name!r} allows delegation {tier.max_delegation_depth} deep; this is {meta.depth}", plugin=NAME)
+        elif (
+            action.kind == "delegate"
+            and tier.max_delegation_depth is not None
+            and meta.depth > tier.max_delegation_depth
+        ):
+            return Denial(
+                reason=f"tier {name!r} allows delegation {tier.max_delegation_depth} deep; this is {meta.depth}",
+                plugin=NAME,
+            )
         elif action.kind == "run" and tier.concurrent_runs is not None:
             if len(self.running[user]) >= tier.concurrent_runs:
-                return Denial(reason=f"tier {name!r} allows {tier.concurrent_runs} concurrent runs; {user} has {len(self.running[user])}", plugin=NAME)
+                return Denial(
+                    reason=f"tier {name!r} allows {tier.concurrent_runs} concurrent runs; {user} has {len(self.running[user])}",
+                    plugin=NAME,
+                )
         return None
 
     def _context(self, action: Action, settings: Settings) -> Denial | None:

@@ -25,8 +25,13 @@ class MemoryCacheConfig(BaseModel):
 
 
 class MemoryCache:
-    def __init__(self, max_entries: int = 10_000, max_bytes: int = 64 * 1024 * 1024, ttl: float | None = 3600.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        max_entries: int = 10_000,
+        max_bytes: int = 64 * 1024 * 1024,
+        ttl: float | None = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self.ttl = ttl

@@ -9,6 +9,7 @@ knows is *unpriced* (this plugin answers None), never silently zero.
 from __future__ import annotations
 
 from decimal import Decimal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from taskloom import hookimpl
@@ -90,7 +91,8 @@ class Prices:
     def taskloom_configure(self, settings: Settings) -> None:
         cfg: PricesConfig = settings.plugin_config(NAME) or PricesConfig()
         self.table = {
-            k: (Decimal(i), Decimal(c) if c is not None else Decimal(i), Decimal(o)) for k, (i, c, o) in PRICE_TABLE.items()
+            k: (Decimal(i), Decimal(c) if c is not None else Decimal(i), Decimal(o))
+            for k, (i, c, o) in PRICE_TABLE.items()
         }
         self.table.update({k.lower(): _triple(v) for k, v in cfg.models.items()})
         self.free = set(cfg.free_providers)

@@ -78,7 +78,14 @@ _ids = itertools.count(1)
 class ScriptedProvider:
     """A provider that answers from a queue. Not a model: a test double, named as such."""
 
-    def __init__(self, name: str = "scripted", *, default: str | None = None, context_window: int = 32_768, model: str = "scripted") -> None:
+    def __init__(
+        self,
+        name: str = "scripted",
+        *,
+        default: str | None = None,
+        context_window: int = 32_768,
+        model: str = "scripted",
+    ) -> None:
         self.name = name
         self.model = model
         self.default = default
@@ -94,7 +101,9 @@ class ScriptedProvider:
         self.queue.append(Step(text=text, delay=delay, usage=usage))
         return self
 
-    def add_tool_call(self, name: str, arguments: dict[str, Any] | str | None = None, *, text: str = "") -> ScriptedProvider:
+    def add_tool_call(
+        self, name: str, arguments: dict[str, Any] | str | None = None, *, text: str = ""
+    ) -> ScriptedProvider:
         call = ToolCall.parse(f"call_{next(_ids)}", name, arguments if arguments is not None else {})
         self.queue.append(Step(text=text, tool_calls=[call]))
         return self
@@ -103,7 +112,9 @@ class ScriptedProvider:
         self.queue.append(Step(tool_calls=[ToolCall.parse(f"call_{next(_ids)}", n, a) for n, a in calls]))
         return self
 
-    def add_error(self, error: BaseException | str, *, message: str = "scripted failure", retry_after: float | None = None) -> ScriptedProvider:
+    def add_error(
+        self, error: BaseException | str, *, message: str = "scripted failure", retry_after: float | None = None
+    ) -> ScriptedProvider:
         if isinstance(error, str):
             error = make_error(error, message, retry_after)
         self.queue.append(Step(error=error))
@@ -132,7 +143,9 @@ class ScriptedProvider:
     # ------------------------------------------------------------------ provider
 
     def capabilities(self) -> Capabilities:
-        return Capabilities(tools=True, streaming=True, embeddings=True, structured_output=True, context_window=self.context_window)
+        return Capabilities(
+            tools=True, streaming=True, embeddings=True, structured_output=True, context_window=self.context_window
+        )
 
     def count_tokens(self, messages: list[Message]) -> int:
         return sum(estimate(m.text) + 3 for m in messages) + 3
@@ -145,7 +158,9 @@ class ScriptedProvider:
             last = next((m.text for m in reversed(request.messages) if m.role == "user"), "")
             step = Step(text=self.default.replace("{prompt}", last))
         else:
-            raise errors.BadRequest(f"scripted provider {self.name!r} has no response left for request {len(self.requests)}; queue more or set a default")
+            raise errors.BadRequest(
+                f"scripted provider {self.name!r} has no response left for request {len(self.requests)}; queue more or set a default"
+            )
         if step.hang:
             await anyio.sleep_forever()
         if step.delay:
@@ -168,7 +183,7 @@ class ScriptedProvider:
             self.in_flight -= 1
         return ModelResponse(
             message=Message.assistant(step.text, list(step.tool_calls)),
-            finish_reason=step.finish_reason or ("tool_calls" if step.tool_calls else "stop"),  # type: ignore[arg-type]
+            finish_reason=step.finish_reason or ("tool_calls" if step.tool_calls else "stop"),
             usage=self._usage(request, step),
             model=self.model,
             provider="scripted",
@@ -225,13 +240,21 @@ def make_error(kind: str, message: str = "scripted failure", retry_after: float 
 
 def from_config(config: Any, settings: Any = None) -> ScriptedProvider:
     """The factory for ``provider = "scripted"``."""
-    from taskloom.config import format_validation_error
     from pydantic import ValidationError
+
+    from taskloom.config import format_validation_error
 
     try:
         options = ScriptedOptions.model_validate(config.options)
     except ValidationError as exc:
-        raise errors.ConfigError(format_validation_error(exc, getattr(settings, "where", "config"), f"models.{config.alias}")) from None
-    provider = ScriptedProvider(config.alias or "scripted", default=options.default, context_window=options.context_window, model=config.model or "scripted")
+        raise errors.ConfigError(
+            format_validation_error(exc, getattr(settings, "where", "config"), f"models.{config.alias}")
+        ) from None
+    provider = ScriptedProvider(
+        config.alias or "scripted",
+        default=options.default,
+        context_window=options.context_window,
+        model=config.model or "scripted",
+    )
     provider.add_steps(options.responses)
     return provider
