@@ -117,6 +117,7 @@ def bwrap_command(
         "--bind", str(layout.tmp), "/tmp",
         "--bind", str(layout.work), WORKDIR,
         "--ro-bind", str(layout.script_dir), SCRIPT_DIR,
+        "--remount-ro", "/",
         "--chdir", WORKDIR,
         "--",
     ]

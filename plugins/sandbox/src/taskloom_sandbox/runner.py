@@ -7,22 +7,21 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import anyio
 import anyio.to_thread
-from anyio.abc import ByteReceiveStream, Process
 from pydantic import ValidationError
 
 from . import bwrap as bw
 from . import files as fs
 from .config import LANGUAGES, LimitOverrides, Limits, SandboxConfig
 from .errors import LimitError, SandboxError, SandboxUnavailable, UnknownLanguage
+from .process import Child, pump
 from .result import LimitName, SandboxResult
 
 log = logging.getLogger("taskloom.sandbox")
@@ -228,53 +227,48 @@ class Sandbox:
         out, err = _Capture(limits.output_bytes), _Capture(limits.output_bytes)
         killed = False
         start = time.perf_counter()
-        process = await anyio.open_process(
-            command, stdin=subprocess.DEVNULL, env=env, cwd=cwd, start_new_session=True, **self._spawn_options()
-        )
+        child = Child.start(command, env=env, cwd=cwd, spawn=self._spawn_options())
 
         def kill() -> None:
             nonlocal killed
-            if process.returncode is None:  # not yet reaped: the group id cannot be reused
-                killed = True
-                _killpg(process.pid)
+            killed = child.kill_group() or killed
 
-        async def pump(stream: ByteReceiveStream | None, capture: _Capture) -> None:
+        def sink(capture: _Capture) -> Callable[[bytes], None]:
+            def take(chunk: bytes) -> None:
+                if not capture.truncated and capture.add(chunk):
+                    hit.add("output")
+                    kill()
+
+            return take
+
+        async def read(pipe: IO[bytes] | None, capture: _Capture) -> None:
             try:
-                if stream is None:
-                    return
-                while True:
-                    try:
-                        chunk = await stream.receive(65536)
-                    except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
-                        return
-                    if not capture.truncated and capture.add(chunk):
-                        hit.add("output")
-                        kill()
+                await pump(pipe, sink(capture))
             finally:
                 capture.done.set()
 
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(pump, process.stdout, out)
-                tg.start_soon(pump, process.stderr, err)
+                tg.start_soon(read, child.popen.stdout, out)
+                tg.start_soon(read, child.popen.stderr, err)
                 with anyio.move_on_after(limits.timeout_s) as wall:
-                    await process.wait()
+                    await child.wait()
                 if wall.cancelled_caught:
                     hit.add("timeout")
                     kill()
-                    await process.wait()
+                    await child.wait()
                 if bwrap is None:
-                    _killpg(process.pid)  # leftovers of the group; without namespaces a setsid() escapes this
+                    child.kill_leftovers()  # without namespaces a setsid() daemon escapes this
                 with anyio.move_on_after(_DRAIN_GRACE_S):
                     await out.done.wait()
                     await err.done.wait()
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
-                if process.returncode is None:
+                if child.returncode is None:
                     kill()
-                    await process.wait()
-                await _close(process)
+                    await child.wait()
+                child.close()
         duration = time.perf_counter() - start
         result = SandboxResult(
             language=language,
@@ -286,7 +280,7 @@ class Sandbox:
             stderr_truncated=err.truncated,
             duration_s=round(duration, 4),
         )
-        _status(result, process.returncode, killed, bwrap is not None)
+        _status(result, child.returncode, killed, bwrap is not None)
         hit |= _limits_from(result, limits, killed)
         result.limits_hit = [name for name in ("timeout", "cpu", "memory", "file_size", "processes", "output")
                              if name in hit]  # type: ignore[misc]
@@ -296,22 +290,6 @@ class Sandbox:
         result.files, result.files_truncated = fs.list_files(layout.work, self.config.max_listed_files)
         if return_files:
             result.notes += fs.attach_contents(layout.work, result.files, return_files, self.config.max_file_content_bytes)
-
-
-def _killpg(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-async def _close(process: Process) -> None:
-    for stream in (process.stdin, process.stdout, process.stderr):
-        if stream is not None:
-            try:
-                await stream.aclose()
-            except Exception:  # pragma: no cover - closing a dead pipe
-                pass
 
 
 def _status(result: SandboxResult, returncode: int | None, killed: bool, via_bwrap: bool) -> None:
