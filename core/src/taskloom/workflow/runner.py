@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from ..kernel import Kernel
 
 _FINAL = ("succeeded", "failed", "skipped", "interrupted", "compensated")
+_NO_USAGE = Usage()
+_NO_COST = Cost()
 
 
 def new_run_id() -> str:
@@ -296,7 +298,7 @@ class _Engine:
         return TaskRecord.model_construct(
             run_id=self.run.id, task_id=task_id, state="running", attempts=prev.attempts if prev else 0,
             agent=task.agent, prompt=None, output=None, error=None, started_at=time.time(), finished_at=None,
-            usage=prev.usage if prev else Usage(), cost=prev.cost if prev else Cost(), compensation_of=compensation_of,
+            usage=prev.usage if prev else _NO_USAGE, cost=prev.cost if prev else _NO_COST, compensation_of=compensation_of,
         )  # fmt: skip
 
     async def _run_task(self, i: int) -> None:
@@ -354,8 +356,10 @@ class _Engine:
             del self.scopes[key]
             if scope.cancelled_caught:
                 return None
-            record.usage = record.usage + outcome.usage
-            record.cost = record.cost + outcome.cost
+            if outcome.usage.input_tokens or outcome.usage.output_tokens:
+                record.usage = record.usage + outcome.usage
+            if outcome.cost.total or not outcome.cost.priced:
+                record.cost = record.cost + outcome.cost
             if budget is not None and not outcome.charged:
                 budget.charge(outcome.usage, outcome.cost)
             if outcome.ok or outcome.budget_stop or outcome.stop_reason in ("denied", "config"):
@@ -435,7 +439,7 @@ class _Engine:
         now = time.time()
         record = self.records[i] = TaskRecord.model_construct(
             run_id=self.run.id, task_id=g.ids[i], state="skipped", attempts=0, agent=g.tasks[i].agent, prompt=None,
-            output=None, error=reason, started_at=now, finished_at=now, usage=Usage(), cost=Cost(), compensation_of=None,
+            output=None, error=reason, started_at=now, finished_at=now, usage=_NO_USAGE, cost=_NO_COST, compensation_of=None,
         )  # fmt: skip
         await self.store.save_task(record)
         self._emit("task.skip", record, {"reason": reason})

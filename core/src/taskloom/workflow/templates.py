@@ -44,10 +44,25 @@ def _expression(source: str) -> Callable[..., Any]:
     return _ENV.compile_expression(source, undefined_to_none=False)
 
 
+_MARKERS = ("{{", "{%", "{#")
+
+
+def is_literal(source: str) -> bool:
+    """True when ``source`` has no Jinja2 syntax: it renders as itself, no compiling needed."""
+    return not any(m in source for m in _MARKERS)
+
+
+@lru_cache(maxsize=4096)
+def _parse(source: str) -> Any:
+    return _ENV.parse(source)
+
+
 def parse_error(source: str, *, expression: bool = False) -> str | None:
     """Why ``source`` does not parse, or None."""
+    if not expression and is_literal(source):
+        return None
     try:
-        _ENV.parse(_as_template(source) if expression else source)
+        _parse(_as_template(source) if expression else source)
     except TemplateError as exc:
         return str(exc)
     return None
@@ -59,7 +74,9 @@ def _as_template(expression: str) -> str:
 
 def references(source: str, *, expression: bool = False) -> tuple[set[str], set[str]]:
     """The task ids read through ``outputs`` and the input names read through ``inputs``."""
-    tree = _ENV.parse(_as_template(source) if expression else source)
+    if not expression and is_literal(source):
+        return set(), set()
+    tree = _parse(_as_template(source) if expression else source)
     outs: set[str] = set()
     ins: set[str] = set()
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
@@ -82,6 +99,8 @@ def references(source: str, *, expression: bool = False) -> tuple[set[str], set[
 
 
 def render(source: str, context: dict[str, Any]) -> str:
+    if is_literal(source):
+        return source
     try:
         return str(_template(source).render(context))
     except TemplateError as exc:
