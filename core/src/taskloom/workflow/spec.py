@@ -189,11 +189,22 @@ def parse_workflow(data: dict[str, Any], source: str | None = None) -> WorkflowS
     return spec
 
 
+_TABLES: dict[str, type[BaseModel]] = {"tasks": TaskDef, "agents": AgentSpec}
+
+
 def _format(exc: ValidationError, where: str, data: dict[str, Any]) -> str:
-    """Validation errors with ``tasks.3`` replaced by the task's id, so they name the task."""
+    """Validation errors with ``tasks.3`` replaced by the task's id, so they name the task,
+    and a "did you mean" for unknown keys of tasks and agents."""
+    from ..config import did_you_mean
+
     tasks = data.get("tasks") if isinstance(data, dict) else None
     lines = []
-    for line in format_validation_error(exc, where, "", WorkflowSpec).splitlines():
+    errors = exc.errors()
+    for n, line in enumerate(format_validation_error(exc, where, "", WorkflowSpec).splitlines()):
+        err = errors[n] if n < len(errors) else None
+        loc = err["loc"] if err else ()
+        if err and err["type"] == "extra_forbidden" and len(loc) == 3 and loc[0] in _TABLES and "did you mean" not in line:
+            line += did_you_mean(str(loc[2]), _TABLES[str(loc[0])].model_fields)
         if isinstance(tasks, list):
             for i, task in enumerate(tasks):
                 if isinstance(task, dict) and isinstance(task.get("id"), str):

@@ -1,0 +1,237 @@
+"""Parsing workflow files and every check, with the exact error messages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from taskloom.errors import ConfigError
+from taskloom.workflow import Workflow, check_workflow, load_workflow, parse_workflow
+
+from .conftest import write
+
+GOOD = """
+[workflow]
+name = "trip"
+description = "plan a trip"
+max_concurrency = 4
+failure_mode = "continue"
+budget = { usd = 0.5, tokens = 10000 }
+resources = { browser = 1 }
+
+[workflow.inputs]
+city = "Lisbon"
+days = 3
+who = { description = "traveller", required = true }
+
+[agents.scout]
+model = "m"
+system = "You scout."
+limits = { max_turns = 2 }
+
+[agents.clerk]
+model = "m"
+output_schema = { type = "object", properties = { label = { type = "string" } } }
+
+[[tasks]]
+id = "scout"
+agent = "scout"
+prompt = "Find things in {{ inputs.city }} for {{ inputs.who }}"
+retries = 2
+backoff = 0.5
+timeout = 30
+resources = { browser = 1 }
+compensate = "undo"
+
+[[tasks]]
+id = "plan"
+agent = "clerk"
+needs = "scout"
+prompt = "Plan {{ inputs.days }} days from {{ outputs.scout }}"
+when = "outputs.scout != ''"
+
+[[tasks]]
+id = "undo"
+agent = "scout"
+prompt = "Cancel what {{ outputs.scout }} booked"
+"""
+
+
+def _spec(tasks: list[dict[str, Any]], **workflow: Any) -> dict[str, Any]:
+    return {"workflow": {"name": "w", **workflow}, "agents": {"a": {"model": "m"}}, "tasks": tasks}
+
+
+def _check(data: dict[str, Any], kernel: Any = None) -> str:
+    with pytest.raises(ConfigError) as info:
+        check_workflow(parse_workflow(data, "wf.toml"), kernel)
+    return str(info.value)
+
+
+def test_parses_a_full_toml_file(tmp_path: Path) -> None:
+    spec = load_workflow(write(tmp_path / "trip.toml", GOOD))
+    assert spec.name == "trip" and spec.source == str(tmp_path / "trip.toml")
+    assert spec.workflow.failure_mode == "continue" and spec.workflow.max_concurrency == 4
+    assert str(spec.workflow.budget.usd) == "0.5" and spec.workflow.budget.tokens == 10000
+    assert spec.workflow.inputs["city"].default == "Lisbon" and spec.workflow.inputs["who"].required
+    assert spec.agents["scout"].limits.max_turns == 2 and spec.agents["scout"].name == "scout"
+    scout = spec.task("scout")
+    assert (scout.retries, scout.backoff, scout.timeout, scout.resources, scout.compensate) == (2, 0.5, 30, {"browser": 1}, "undo")
+    assert spec.task("plan").needs == ["scout"]
+    graph = check_workflow(spec)
+    assert graph.ids == ["scout", "plan"]  # "undo" only runs as compensation
+    assert spec.resolve_inputs({"who": "Ana"}) == {"city": "Lisbon", "days": 3, "who": "Ana"}
+
+
+def test_json_files_are_accepted(tmp_path: Path) -> None:
+    data = _spec([{"id": "x", "agent": "a", "prompt": "hi"}])
+    spec = load_workflow(write(tmp_path / "w.json", json.dumps(data)))
+    assert [t.id for t in spec.tasks] == ["x"]
+
+
+def test_builder_gives_the_same_spec_as_a_file(tmp_path: Path) -> None:
+    built = (
+        Workflow("w", inputs={"topic": "rust"}, max_concurrency=2)
+        .agent("a", model="m", system="s")
+        .task("x", agent="a", prompt="{{ inputs.topic }}")
+        .task("y", agent="a", prompt="{{ outputs.x }}", needs=["x"], retries=1)
+        .build()
+    )
+    text = """
+[workflow]
+name = "w"
+max_concurrency = 2
+inputs = { topic = "rust" }
+[agents.a]
+model = "m"
+system = "s"
+[[tasks]]
+id = "x"
+agent = "a"
+prompt = "{{ inputs.topic }}"
+[[tasks]]
+id = "y"
+agent = "a"
+prompt = "{{ outputs.x }}"
+needs = ["x"]
+retries = 1
+"""
+    assert built.to_dict() == load_workflow(write(tmp_path / "w.toml", text)).to_dict()
+
+
+def test_shape_errors_name_the_file_and_the_task() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_workflow(_spec([{"id": "x", "agent": "a", "prompt": "p", "retrys": 2}]), "wf.toml")
+    assert str(info.value) == "wf.toml: task 'x' unknown key 'retrys' (did you mean 'retries'?)"
+    with pytest.raises(ConfigError) as info:
+        parse_workflow({**_spec([]), "agents": {"a": {"modle": "m"}}}, "wf.toml")
+    assert str(info.value) == "wf.toml: [agents.a] unknown key 'modle' (did you mean 'model'?)"
+    with pytest.raises(ConfigError) as info:
+        parse_workflow(_spec([{"id": "x", "agent": "a", "prompt": "p"}], failure_mode="stop"), "wf.toml")
+    assert "wf.toml: [workflow] key 'failure_mode'" in str(info.value) and "'fail-fast' or 'continue'" in str(info.value)
+
+
+def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"bad.toml: invalid TOML"):
+        load_workflow(write(tmp_path / "bad.toml", "[workflow\n"))
+    with pytest.raises(ConfigError, match=r"workflow file .*nope.toml does not exist"):
+        load_workflow(tmp_path / "nope.toml")
+
+
+def test_cycle_is_printed() -> None:
+    msg = _check(_spec([
+        {"id": "plan", "agent": "a", "prompt": "p", "needs": ["build"]},
+        {"id": "build", "agent": "a", "prompt": "b", "needs": ["plan"]},
+    ]))  # fmt: skip
+    assert msg == "wf.toml: cycle: plan -> build -> plan; remove one of these needs"
+
+
+def test_longer_cycle_behind_a_root() -> None:
+    msg = _check(_spec([
+        {"id": "root", "agent": "a", "prompt": "p"},
+        {"id": "a1", "agent": "a", "prompt": "p", "needs": ["root", "a3"]},
+        {"id": "a2", "agent": "a", "prompt": "p", "needs": ["a1"]},
+        {"id": "a3", "agent": "a", "prompt": "p", "needs": ["a2"]},
+    ]))  # fmt: skip
+    assert msg == "wf.toml: cycle: a1 -> a2 -> a3 -> a1; remove one of these needs"
+
+
+def test_unknown_need_with_did_you_mean() -> None:
+    msg = _check(_spec([{"id": "build", "agent": "a", "prompt": "p"}, {"id": "ship", "agent": "a", "prompt": "p", "needs": ["biuld"]}]))
+    assert msg == "wf.toml: task 'ship': needs unknown task 'biuld' (did you mean 'build'?)"
+
+
+def test_unknown_agent_and_duplicate_ids() -> None:
+    msg = _check(_spec([{"id": "x", "agent": "aa", "prompt": "p"}, {"id": "x", "agent": "a", "prompt": "q"}]))
+    assert msg.splitlines() == [
+        "wf.toml: task 'x': duplicate task id; each [[tasks]] entry needs its own id",
+        "wf.toml: task 'x': unknown agent 'aa' (did you mean 'a'?); defined agents: a",
+    ]
+
+
+def test_template_reading_an_output_it_does_not_need() -> None:
+    msg = _check(_spec([
+        {"id": "scout", "agent": "a", "prompt": "p"},
+        {"id": "plan", "agent": "a", "prompt": "p"},
+        {"id": "build", "agent": "a", "prompt": "use {{ outputs.scout }} and {{ outputs['plan'] }}", "needs": ["plan"]},
+        {"id": "ship", "agent": "a", "prompt": "x", "needs": ["build"], "when": "outputs.scuot.ok"},
+    ]))  # fmt: skip
+    assert msg.splitlines() == [
+        "wf.toml: task 'build': prompt reads outputs.scout but the task does not need 'scout'; add it to needs",
+        "wf.toml: task 'ship': when reads outputs.scuot: no task is named 'scuot' (did you mean 'scout'?)",
+    ]
+
+
+def test_template_syntax_inputs_and_resources() -> None:
+    msg = _check(_spec(
+        [
+            {"id": "x", "agent": "a", "prompt": "{{ inputs.topik }}", "resources": {"gpu": 1, "browser": 3}},
+            {"id": "y", "agent": "a", "prompt": "{% if %}"},
+        ],
+        inputs={"topic": "t"}, resources={"browser": 2},
+    ))  # fmt: skip
+    lines = msg.splitlines()
+    assert lines[0] == "wf.toml: task 'x': resource 'gpu' is not declared; add it under [workflow.resources]"
+    assert lines[1] == "wf.toml: task 'x': takes 3 of resource 'browser' but its capacity is 2"
+    assert lines[2] == "wf.toml: task 'x': prompt reads inputs.topik, which is not declared (did you mean 'topic'?); add it under [workflow.inputs]"
+    assert lines[3].startswith("wf.toml: task 'y': prompt does not parse: ")
+
+
+def test_compensation_rules() -> None:
+    msg = _check(_spec([
+        {"id": "x", "agent": "a", "prompt": "p", "compensate": "undo"},
+        {"id": "undo", "agent": "a", "prompt": "p", "needs": ["x"]},
+        {"id": "z", "agent": "a", "prompt": "p", "compensate": "nope"},
+        {"id": "w", "agent": "a", "prompt": "p", "compensate": "undo2"},
+        {"id": "undo2", "agent": "a", "prompt": "p"},
+        {"id": "v", "agent": "a", "prompt": "p", "needs": ["undo2"]},
+    ]))  # fmt: skip
+    assert msg.splitlines() == [
+        "wf.toml: task 'x': compensation task 'undo' must not have needs; it runs after the failure",
+        "wf.toml: task 'z': compensate names unknown task 'nope'",
+        "wf.toml: task 'v': needs 'undo2', which only runs as compensation",
+    ]
+
+
+def test_unknown_model_and_tool_against_the_kernel(make_kernel: Any) -> None:
+    kernel = make_kernel()
+    data = {
+        "workflow": {"name": "w"},
+        "agents": {"a": {"model": "mm", "tools": ["serch"]}, "b": {"model": "auto"}},
+        "tasks": [{"id": "x", "agent": "a", "prompt": "p"}, {"id": "y", "agent": "b", "prompt": "p"}],
+    }
+    lines = _check(data, kernel).splitlines()
+    assert lines[0] == "wf.toml: agent 'a': unknown model alias 'mm' (did you mean 'm'?); configured: local, m (define [models.mm] in the configuration)"
+    assert lines[1] == "wf.toml: agent 'a': unknown tool 'serch'; `taskloom tools` lists them"
+    assert lines[2] == 'wf.toml: agent \'b\': model "auto" needs a router; enable a plugin that implements taskloom_route'
+
+
+def test_inputs_unknown_and_required(tmp_path: Path) -> None:
+    spec = load_workflow(write(tmp_path / "trip.toml", GOOD))
+    with pytest.raises(ConfigError) as info:
+        spec.resolve_inputs({"cty": "x", "who": "y"})
+    assert str(info.value) == f"{tmp_path / 'trip.toml'}: unknown input 'cty' (did you mean 'city'?); declared inputs: city, days, who (declare it under [workflow.inputs])"
+    with pytest.raises(ConfigError, match="input 'who' is required; pass --input who=VALUE"):
+        spec.resolve_inputs({})
