@@ -1,0 +1,242 @@
+"""A thread that owns one SQLite connection and runs database jobs off the event loop.
+
+Jobs queue up while a transaction runs, and the next transaction takes them all (group
+commit): a burst of concurrent checkpoints costs one commit, not one each. Each job runs
+inside its own SAVEPOINT, so one failing job does not undo the others.
+
+Two ways in:
+
+* ``await worker.call(fn)``: wait for ``fn(conn)`` to be committed; its result or error.
+* ``worker.post(fn)``: queue a write and return at once (ledger rows, events). Posted
+  writes keep their order with awaited ones, so an awaited job also makes every write
+  posted before it durable. A posted write that fails for a passing reason (database
+  locked, disk full) is kept and tried again with the next transaction.
+
+This is what ``aiosqlite`` does (a thread per connection, futures resolved on the loop)
+plus the batching, which aiosqlite lacks and which the checkpoint benchmark needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sniffio
+
+from .db import is_transient, translate
+
+T = TypeVar("T")
+log = logging.getLogger("taskloom.sqlite")
+
+_MAX_BATCH = 1000
+_MAX_RETRY = 100_000
+
+
+class _Job:
+    __slots__ = ("fn", "future", "write")
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any], future: concurrent.futures.Future[Any] | None,
+                 write: bool) -> None:
+        self.fn = fn
+        self.future = future
+        self.write = write
+
+
+_STOP = _Job(lambda conn: None, None, False)
+
+
+class Worker:
+    def __init__(self, conn: sqlite3.Connection, *, what: str, path: Path, name: str = "taskloom-sqlite") -> None:
+        self.conn = conn
+        self.what = what
+        self.path = path
+        self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._retry: list[_Job] = []
+        self._closed = False
+        self._warned: set[str] = set()
+        self.failed_writes = 0
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ the caller's side
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def submit(self, fn: Callable[[sqlite3.Connection], T], *, write: bool = True) -> concurrent.futures.Future[T]:
+        if self._closed:
+            raise RuntimeError(f"{self.what} {self.path} is closed")
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._queue.put(_Job(fn, future, write))
+        return future
+
+    async def call(self, fn: Callable[[sqlite3.Connection], T], *, write: bool = True) -> T:
+        future = self.submit(fn, write=write)
+        if sniffio.current_async_library() == "asyncio":
+            return await asyncio.wrap_future(future)
+        import anyio
+
+        return await anyio.to_thread.run_sync(future.result)
+
+    def post(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
+        if self._closed:
+            raise RuntimeError(f"{self.what} {self.path} is closed")
+        self._queue.put(_Job(fn, None, True))
+
+    def control(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
+        """Queue ``fn(conn)`` to run outside any transaction (it may replace ``self.conn``)."""
+        if not self._closed:
+            self._queue.put(_Job(fn, None, False))
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Finish queued work, then close the connection."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        if self._retry:
+            log.warning("%s %s: %d ledger writes could not be saved before closing (%s)",
+                        self.what, self.path, len(self._retry), "database locked or disk full")
+        self.conn.close()
+
+    # ------------------------------------------------------------------ the thread
+
+    def _main(self) -> None:
+        get = self._queue.get
+        get_nowait = self._queue.get_nowait
+        while True:
+            batch = [get()]
+            while len(batch) < _MAX_BATCH:
+                try:
+                    batch.append(get_nowait())
+                except queue.Empty:
+                    break
+            stop = False
+            if _STOP in batch:
+                stop = True
+                batch = [j for j in batch if j is not _STOP]
+            try:
+                self._run(batch)
+            except BaseException as exc:  # never let the thread die with jobs waiting
+                for job in batch:
+                    if job.future is not None and not job.future.done():
+                        job.future.set_exception(exc)
+            if stop:
+                if self._retry:
+                    self._run([])  # one last try for retried writes
+                return
+
+    def _run(self, batch: list[_Job]) -> None:
+        """Consecutive writes share a transaction; reads run on their own."""
+        writes: list[_Job] = []
+        for job in batch:
+            if job.future is not None and not job.future.set_running_or_notify_cancel():
+                continue  # the caller was cancelled before the job started
+            if job.write:
+                writes.append(job)
+                continue
+            if writes:
+                self._write(writes)
+                writes = []
+            self._read(job)
+        if writes or self._retry:
+            self._write(writes)
+
+    def _read(self, job: _Job) -> None:
+        if job.future is None:  # a control job
+            try:
+                job.fn(self.conn)
+            except Exception as exc:
+                self._warn(f"control:{type(exc).__name__}", f"{self.what} {self.path}: {type(exc).__name__}: {exc}")
+            return
+        try:
+            result = job.fn(self.conn)
+        except BaseException as exc:
+            job.future.set_exception(translate(exc, self.what, self.path))
+        else:
+            job.future.set_result(result)
+
+    def _write(self, jobs: list[_Job]) -> None:
+        if self._retry:
+            jobs = self._retry + jobs
+            self._retry = []
+        conn = self.conn
+        done: list[tuple[_Job, Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            self._fail(jobs, exc)
+            return
+        for job in jobs:
+            try:
+                conn.execute("SAVEPOINT job")
+                result = job.fn(conn)
+                conn.execute("RELEASE job")
+            except BaseException as exc:
+                if not conn.in_transaction:
+                    # SQLite rolled the whole transaction back (it may, on a full disk).
+                    self._fail(jobs, exc)
+                    return
+                try:
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                except sqlite3.Error:
+                    self._abort(jobs, exc)
+                    return
+                if is_transient(exc):
+                    # The transaction cannot go on (full disk): undo it, keep the work.
+                    self._abort(jobs, exc)
+                    return
+                done.append((job, None, exc))
+            else:
+                done.append((job, result, None))
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._abort(jobs, exc)
+            return
+        for job, result, error in done:
+            if job.future is None:
+                if error is not None:
+                    self.failed_writes += 1
+                    self._warn(f"job:{type(error).__name__}", f"a write was dropped: {type(error).__name__}: {error}")
+            elif error is not None:
+                job.future.set_exception(translate(error, self.what, self.path))
+            else:
+                job.future.set_result(result)
+
+    def _abort(self, jobs: list[_Job], exc: BaseException) -> None:
+        if self.conn.in_transaction:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+        self._fail(jobs, exc)
+
+    def _fail(self, jobs: list[_Job], exc: BaseException) -> None:
+        """The whole transaction failed: awaited jobs get the error; posted ones are kept
+        for the next transaction when the cause may pass."""
+        error = translate(exc, self.what, self.path)
+        transient = is_transient(exc) or is_transient(error)
+        for job in jobs:
+            if job.future is not None:
+                job.future.set_exception(error)
+            elif transient and len(self._retry) < _MAX_RETRY:
+                self._retry.append(job)
+            else:
+                self.failed_writes += 1
+        self._warn(f"fail:{type(error).__name__}", str(error) + (" (queued writes will be retried)" if transient else ""))
+
+    def _warn(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning("%s", message)
