@@ -178,6 +178,8 @@ class McpBridge:
         if problems:
             return ToolResult(f"error: invalid arguments for {bridged.name}: {'; '.join(problems)}", True)
         conn = self.connections[bridged.server]
+        if self.hub.closed:
+            return ToolResult(f"error: MCP server {bridged.server!r} is shut down (its kernel's MCP bridge was closed)", True)
         try:
             result = await self.hub.call(conn.call_tool(bridged.info.name, arguments))
         except McpError as exc:

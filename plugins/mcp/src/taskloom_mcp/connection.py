@@ -211,6 +211,11 @@ class ServerConnection:
                 was_ready = await self._lifetime()
             except McpError as exc:
                 error = str(exc)
+            except BaseExceptionGroup as group:
+                leaf = _first_leaf(group)
+                error = str(leaf) if isinstance(leaf, McpError) else f"{self.where} failed: {type(leaf).__name__}: {leaf}{self._stderr_hint()}"
+                if not isinstance(leaf, Exception):
+                    raise
             except Exception as exc:  # anything else the SDK or transport raises
                 error = f"{self.where} failed: {type(exc).__name__}: {exc}{self._stderr_hint()}"
             finally:
@@ -268,23 +273,34 @@ class ServerConnection:
                 )
             )
             tools = await self._handshake(session, lost)
-            self._session = session
-            self.tools = tools
-            self.status = "ready"
-            self.error = None
-            if self.on_tools is not None:
-                self.on_tools(self, tools)
-            if self._ready is None or self._ready.done():
-                self._new_ready()
-            assert self._ready is not None
-            self._ready.set_result(session)
-            try:
-                await lost.wait()
-            finally:
-                self._session = None
-                # Callers arriving from now on wait for the restart.
-                self._new_ready()
+            if isinstance(tools, McpError):
+                failure = tools
+            else:
+                failure = None
+                await self._hold(session, tools, lost)
+        # Raised once the transport is closed, so no task group wraps it in an ExceptionGroup.
+        if failure is not None:
+            raise failure
         return True
+
+    async def _hold(self, session: ClientSession, tools: list[mcp_types.Tool], lost: asyncio.Event) -> None:
+        """Hand the session out and keep it until it is lost or closed."""
+        self._session = session
+        self.tools = tools
+        self.status = "ready"
+        self.error = None
+        if self.on_tools is not None:
+            self.on_tools(self, tools)
+        if self._ready is None or self._ready.done():
+            self._new_ready()
+        assert self._ready is not None
+        self._ready.set_result(session)
+        try:
+            await lost.wait()
+        finally:
+            self._session = None
+            # Callers arriving from now on wait for the restart.
+            self._new_ready()
 
     def _open_transport(self) -> contextlib.AbstractAsyncContextManager[Any]:
         config = self.config
@@ -310,7 +326,7 @@ class ServerConnection:
         assert config.url is not None
         return _http_context(config.url, client)
 
-    async def _handshake(self, session: ClientSession, lost: asyncio.Event) -> list[mcp_types.Tool]:
+    async def _handshake(self, session: ClientSession, lost: asyncio.Event) -> list[mcp_types.Tool] | McpError:
         """initialize + tools/list, bounded by the start-up timeout; fails fast when the
         server exits or writes something that is not JSON-RPC to stdout."""
         from mcp import MCPError
@@ -337,17 +353,17 @@ class ServerConnection:
             return work.result()
         if garbage in done:
             if self.config.transport == "http":
-                raise McpStartError(f"{self.where} at {self.config.url} could not be reached: {self._garbage[0]}")
-            raise McpStartError(
+                return McpStartError(f"{self.where} at {self.config.url} could not be reached: {self._garbage[0]}")
+            return McpStartError(
                 f"{self.where} wrote to stdout something that is not a JSON-RPC message: {self._garbage[0]}; "
                 f"an MCP stdio server must write only protocol messages to stdout (logs go to stderr){self._stderr_hint()}"
             )
         exc = work.exception() if work.done() and not work.cancelled() else None
         if gone in done or (isinstance(exc, MCPError)):
-            raise McpStartError(f"{self.where} exited or closed the connection during start-up{self._stderr_hint()}")
+            return McpStartError(f"{self.where} exited or closed the connection during start-up{self._stderr_hint()}")
         if exc is not None:
-            raise McpStartError(f"{self.where} failed during start-up: {type(exc).__name__}: {exc}{self._stderr_hint()}")
-        raise McpStartError(
+            return McpStartError(f"{self.where} failed during start-up: {type(exc).__name__}: {exc}{self._stderr_hint()}")
+        return McpStartError(
             f"{self.where} did not finish start-up (initialize and tools/list) within {limit:g} s; "
             f"raise startup_timeout in [plugins.mcp.servers.{self.name}] if it is slow to start{self._stderr_hint()}"
         )
@@ -418,6 +434,11 @@ async def _http_context(url: str, client: Any) -> Any:
 
     async with client, streamable_http_client(url, http_client=client) as streams:
         yield streams
+
+
+def _first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 async def _list_all_tools(session: ClientSession) -> list[mcp_types.Tool]:

@@ -1,0 +1,181 @@
+"""Server lifecycle with real processes: shared session, crash and restart, tools/list_changed,
+clean shutdown, and servers that cannot start."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import anyio
+import pytest
+
+import taskloom_mcp
+from taskloom.types import ToolCall
+
+from .conftest import lab_server, process_alive, time_server
+
+pytestmark = pytest.mark.anyio
+
+
+def call(tool: str, /, **arguments: object) -> ToolCall:
+    return ToolCall(id="c1", name=tool, arguments=dict(arguments))
+
+
+async def server_pid(kernel) -> int:
+    result = await kernel.tools.call(call("lab.pid"))
+    assert not result.is_error, result.content
+    return int(result.content)
+
+
+async def test_concurrent_calls_share_one_session(make_kernel) -> None:
+    kernel = make_kernel({"lab": lab_server()})
+    pid = await server_pid(kernel)
+    results: list[str] = []
+
+    async def one(i: int) -> None:
+        r = await kernel.tools.call(call("lab.slow", seconds=0.5))
+        results.append(r.content)
+
+    started = time.monotonic()
+    async with anyio.create_task_group() as tg:
+        for i in range(8):
+            tg.start_soon(one, i)
+    elapsed = time.monotonic() - started
+    assert results == ["slept 0.5"] * 8
+    assert elapsed < 2.0, f"8 concurrent 0.5 s calls took {elapsed:.2f} s: they were not concurrent"
+    assert await server_pid(kernel) == pid  # the same single server process
+    assert taskloom_mcp.bridge_of(kernel).connections["lab"].restarts == 0
+
+
+async def test_a_server_killed_mid_call_is_reported_and_restarted(make_kernel) -> None:
+    kernel = make_kernel({"lab": lab_server(backoff=0.1)})
+    pid = await server_pid(kernel)
+    outcome = {}
+
+    async def slow_call() -> None:
+        outcome["result"] = await kernel.tools.call(call("lab.slow", seconds=30))
+
+    started = time.monotonic()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(slow_call)
+        await anyio.sleep(0.5)
+        os.kill(pid, signal.SIGKILL)
+    result = outcome["result"]
+    assert time.monotonic() - started < 10, "the failed call hung"
+    assert result.is_error
+    assert "MCP server 'lab' closed the connection during the call to 'slow'" in result.content
+    # The next call gets a restarted server.
+    new_pid = await server_pid(kernel)
+    assert new_pid != pid
+    conn = taskloom_mcp.bridge_of(kernel).connections["lab"]
+    assert conn.restarts == 1 and conn.status == "ready"
+
+
+async def test_a_server_that_died_while_idle_is_restarted_on_the_next_call(make_kernel) -> None:
+    kernel = make_kernel({"lab": lab_server(backoff=0.1)})
+    pid = await server_pid(kernel)
+    os.kill(pid, signal.SIGKILL)
+    await anyio.sleep(0.5)  # the end of its stdout is noticed; a restart is under way
+    result = await kernel.tools.call(call("lab.echo", text="back"))
+    assert result.content == "back" and not result.is_error
+    assert await server_pid(kernel) != pid
+
+
+async def test_tools_list_changed_refreshes_the_tools(make_kernel) -> None:
+    kernel = make_kernel({"lab": lab_server()})
+    assert "lab.double" not in kernel.tools
+    grown = await kernel.tools.call(call("lab.grow", name="double"))
+    assert grown.content == "added double"
+    for _ in range(100):
+        if "lab.double" in kernel.tools:
+            break
+        await anyio.sleep(0.05)
+    assert "lab.double" in kernel.tools, "tools/list_changed did not register the new tool"
+    assert kernel.tools.get("lab.double").spec.parameters["required"] == ["x"]
+    doubled = await kernel.tools.call(call("lab.double", x=21))
+    assert doubled.content == "42"
+
+
+async def test_shutdown_leaves_no_process_and_no_cancel_scope_error(make_kernel, caplog) -> None:
+    caplog.set_level(logging.WARNING)
+    kernel = make_kernel({"lab": lab_server(), "time": time_server()})
+    pid = await server_pid(kernel)
+    await kernel.tools.call(call("time.get_current_time", timezone="UTC"))
+    await kernel.aclose()
+    taskloom_mcp.close(kernel)
+    assert not process_alive(pid)
+    bridge = taskloom_mcp.bridge_of(kernel)
+    assert {c.status for c in bridge.connections.values()} == {"closed"}
+    assert not [r for r in caplog.records if "cancel scope" in r.getMessage().lower()]
+    after = await kernel.tools.call(call("lab.echo", text="x"))
+    assert after.is_error and "closed" in after.content
+
+
+def test_exit_without_close_leaves_no_orphan(tmp_path) -> None:
+    """A program that never closes the bridge: the atexit handler stops the servers."""
+    script = tmp_path / "prog.py"
+    script.write_text(
+        f"""
+import sys, anyio
+from taskloom.kernel import load_kernel
+from taskloom.types import ToolCall
+k = load_kernel({{"taskloom": {{"plugins": ["mcp"]}}, "plugins": {{"mcp": {{"servers": {{"lab": {{"command": sys.executable, "args": [{str(lab_server()["args"][0])!r}]}}}}}}}}}})
+r = anyio.run(k.tools.call, ToolCall(id="1", name="lab.pid", arguments={{}}))
+print(r.content, flush=True)
+"""
+    )
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    pid = int(proc.stdout.strip())
+    assert not process_alive(pid)
+    assert "cancel scope" not in proc.stderr.lower() and "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------- servers that cannot start
+
+
+async def test_a_command_that_does_not_exist(make_kernel) -> None:
+    kernel = make_kernel({"ghost": {"command": "no-such-mcp-server-xyz"}, "time": time_server()})
+    assert not [n for n in kernel.tools.names() if n.startswith("ghost.")]
+    assert "time.get_current_time" in kernel.tools  # the other server is unaffected
+    row = taskloom_mcp.bridge_of(kernel).status(connect=False)[0]
+    assert row["status"] == "failed"
+    assert row["error"] == (
+        "MCP server 'ghost': command 'no-such-mcp-server-xyz' was not found; install it, give its full path, "
+        "or fix command in [plugins.mcp.servers.ghost]"
+    )
+
+
+async def test_a_server_that_exits_at_start_up(make_kernel) -> None:
+    kernel = make_kernel({"quitter": lab_server("--exit")})
+    row = taskloom_mcp.bridge_of(kernel).status(connect=False)[0]
+    assert row["status"] == "failed"
+    assert "MCP server 'quitter' exited or closed the connection during start-up" in row["error"]
+    assert "its stderr said: lab: LAB_TOKEN is not set, giving up" in row["error"]
+
+
+async def test_a_server_that_writes_garbage_to_stdout(make_kernel) -> None:
+    kernel = make_kernel({"noisy": lab_server("--garbage", startup_timeout=20)})
+    started = time.monotonic()
+    row = taskloom_mcp.bridge_of(kernel).status(connect=False)[0]
+    assert row["status"] == "failed"
+    assert "MCP server 'noisy' wrote to stdout something that is not a JSON-RPC message" in row["error"]
+    assert "Starting lab server v1.0" in row["error"]
+    assert "logs go to stderr" in row["error"]
+    assert time.monotonic() - started < 20
+
+
+async def test_a_server_too_slow_to_start(make_kernel, tmp_path) -> None:
+    sleeper = tmp_path / "sleeper.py"
+    sleeper.write_text("import time\ntime.sleep(30)\n")
+    started = time.monotonic()
+    kernel = make_kernel({"sleepy": {"command": sys.executable, "args": [str(sleeper)], "startup_timeout": 1}})
+    assert time.monotonic() - started < 8
+    row = taskloom_mcp.bridge_of(kernel).status(connect=False)[0]
+    assert row["status"] == "failed"
+    assert "did not finish start-up (initialize and tools/list) within 1 s" in row["error"]
+    assert "raise startup_timeout in [plugins.mcp.servers.sleepy]" in row["error"]
