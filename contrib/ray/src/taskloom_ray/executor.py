@@ -1,0 +1,235 @@
+"""The driver side: submits each attempt's :class:`TaskSpec` to Ray and awaits its outcome.
+
+The scheduler (retries, timeouts, checkpoints, compensation) stays in the driver. An
+attempt crosses to Ray as plain data (the spec as JSON, plus a reference to the driver's
+configuration, put in the object store once) and comes back as a :class:`TaskOutcome`
+dict. Ray's own retries are off (``max_retries=0``, ``max_task_retries=0``), so the
+workflow's retry policy is the only one: a worker that dies mid-attempt raises
+:class:`WorkerLost`, which the scheduler counts as a failed attempt and retries.
+Cancellation (the task's timeout, fail-fast, Ctrl-C) cancels the Ray task
+(``ray.cancel(force=True)`` kills its worker; an actor's attempt is cancelled on its loop).
+
+Ray is imported on the first attempt, not when the plugin loads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from taskloom.workflow.executor import TaskOutcome, TaskSpec
+
+from .config import RayConfig
+from .errors import RayClusterError, RemoteTaskError, WorkerLost
+from .worker import worker_config
+
+if TYPE_CHECKING:
+    from taskloom.agent import Budget
+    from taskloom.config import Settings
+    from taskloom.kernel import Kernel
+
+log = logging.getLogger(__name__)
+
+
+class RayExecutor:
+    """Executor ``ray``: one Ray task per attempt, or a pool of warm async actors."""
+
+    name = "ray"
+
+    def __init__(self, settings: Settings, config: RayConfig | None = None) -> None:
+        self.settings = settings
+        self.config = config or RayConfig()
+        data = worker_config(settings.data, self.config.worker_store)
+        self._config_data = data
+        self._config_key = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        self._started = False
+        self._owns_cluster = False
+        self._start_error: RayClusterError | None = None
+        self._start_lock: anyio.Lock | None = None
+        self._limit: anyio.Semaphore | None = None
+        self._config_ref: Any = None
+        self._remote: Any = None  # the ray.remote task function
+        self._options: dict[tuple[tuple[str, int], ...], Any] = {}
+        self._actors: list[Any] = []
+        self._load: list[int] = []
+        self._resources: dict[str, dict[str, dict[str, int]]] = {}  # run id -> task id -> resources
+
+    # ------------------------------------------------------------------ start-up
+
+    async def _start(self) -> None:
+        if self._started:
+            return
+        if self._start_error is not None:
+            raise self._start_error
+        if self._start_lock is None:
+            self._start_lock = anyio.Lock()
+        async with self._start_lock:
+            if self._started:
+                return
+            if self._start_error is not None:
+                raise self._start_error
+            try:
+                await anyio.to_thread.run_sync(self._start_sync)
+            except RayClusterError as exc:
+                self._start_error = exc
+                raise
+            if self.config.max_in_flight is not None:
+                self._limit = anyio.Semaphore(self.config.max_in_flight)
+            self._started = True
+
+    def _start_sync(self) -> None:
+        try:
+            import ray
+        except ImportError as exc:  # pragma: no cover - ray is a dependency of the distribution
+            raise RayClusterError(f"executor 'ray' needs the ray package: pip install taskloom-ray ({exc})") from None
+        cfg = self.config
+        runtime_env = cfg.runtime_env
+        if ray.is_initialized():
+            # The application (or a test) connected already: use that cluster and give the
+            # runtime environment to every task and actor instead of to the job.
+            log.info("taskloom-ray: using the Ray cluster this process is already connected to")
+        else:
+            kwargs: dict[str, Any] = {
+                "address": cfg.address,
+                "include_dashboard": False,
+                "log_to_driver": cfg.log_to_driver,
+                "logging_level": logging.WARNING,
+                "configure_logging": False,
+            }
+            if cfg.runtime_env is not None:
+                kwargs["runtime_env"] = cfg.runtime_env
+            if cfg.namespace is not None:
+                kwargs["namespace"] = cfg.namespace
+            if cfg.address is None:
+                kwargs["num_cpus"] = cfg.local_num_cpus
+                if cfg.local_resources:
+                    kwargs["resources"] = dict(cfg.local_resources)
+            where = f"the Ray cluster at {cfg.address!r}" if cfg.address else "a local Ray cluster"
+            try:
+                ray.init(**kwargs)
+            except Exception as exc:
+                hint = (
+                    "check [plugins.ray] address (a running cluster's GCS address, e.g. HOST:6379 or "
+                    "ray://HOST:10001), or remove it to start a local cluster"
+                    if cfg.address
+                    else "see the Ray logs in /tmp/ray/session_latest/logs"
+                )
+                raise RayClusterError(f"{self.settings.where}: cannot start {where}: {type(exc).__name__}: {exc}; {hint}") from None
+            self._owns_cluster = True
+            runtime_env = None  # job-level already
+        from . import worker
+
+        self._config_ref = ray.put(self._config_data)
+        extra: dict[str, Any] = {"runtime_env": runtime_env} if runtime_env is not None else {}
+        if cfg.mode == "tasks":
+            self._remote = ray.remote(max_retries=0, **extra)(worker.run_task)
+        else:
+            actor_class = ray.remote(worker.KernelActor).options(
+                max_restarts=-1, max_task_retries=0, max_concurrency=cfg.actor_concurrency, **cfg.base_options(), **extra
+            )
+            self._actors = [actor_class.remote() for _ in range(cfg.actors)]
+            self._load = [0] * cfg.actors
+
+    # ------------------------------------------------------------------ resources
+
+    async def _task_resources(self, spec: TaskSpec, kernel: Kernel) -> dict[str, int]:
+        """The workflow resources of the attempt's task. ``TaskSpec`` does not carry them
+        (yet), so they are read from the run's spec in the driver's run store, once per run."""
+        carried = getattr(spec, "resources", None)
+        if isinstance(carried, dict):
+            return carried
+        by_task = self._resources.get(spec.run_id)
+        if by_task is None:
+            by_task = {}
+            run = await kernel.store.get_run(spec.run_id)
+            for task in (run.spec or {}).get("tasks", []) if run is not None else []:
+                by_task[task["id"]] = dict(task.get("resources") or {})
+            self._resources[spec.run_id] = by_task
+        task_id = spec.task_id.split("@", 1)[0]  # a compensation runs as "<task>@<original>"
+        return by_task.get(task_id, {})
+
+    async def _submit_task(self, spec: TaskSpec, kernel: Kernel) -> Any:
+        needs = await self._task_resources(spec, kernel) if self.config.resource_map else {}
+        signature = tuple(sorted((k, v) for k, v in needs.items() if k in self.config.resource_map))
+        remote = self._options.get(signature)
+        if remote is None:
+            remote = self._options[signature] = self._remote.options(**self.config.task_options(dict(signature)))
+        return remote.remote(self._config_key, self._config_ref, spec.model_dump(mode="json"))
+
+    # ------------------------------------------------------------------ one attempt
+
+    async def run(self, spec: TaskSpec, kernel: Kernel, budget: Budget | None = None) -> TaskOutcome:
+        await self._start()
+        if self._limit is None:
+            return await self._run(spec, kernel)
+        async with self._limit:
+            return await self._run(spec, kernel)
+
+    async def _run(self, spec: TaskSpec, kernel: Kernel) -> TaskOutcome:
+        import ray
+        from ray import exceptions as rex
+
+        actor = -1
+        if self._actors:
+            actor = min(range(len(self._actors)), key=self._load.__getitem__)
+            self._load[actor] += 1
+            ref = self._actors[actor].run.remote(self._config_key, self._config_ref, spec.model_dump(mode="json"))
+        else:
+            ref = await self._submit_task(spec, kernel)
+        try:
+            data = await ref
+        except BaseException as exc:
+            if isinstance(exc, rex.RayTaskError):
+                cause = exc.cause if isinstance(exc.cause, BaseException) else exc
+                raise RemoteTaskError(
+                    f"task {spec.task_id!r} attempt {spec.attempt} raised on its Ray worker: "
+                    f"{type(cause).__name__}: {cause}"
+                ) from None
+            lost = (rex.WorkerCrashedError, rex.RayActorError, rex.ObjectLostError, rex.NodeDiedError)
+            oom = getattr(rex, "OutOfMemoryError", None)
+            if isinstance(exc, lost) or (oom is not None and isinstance(exc, oom)):
+                raise WorkerLost(
+                    f"task {spec.task_id!r} attempt {spec.attempt}: the Ray worker running it died "
+                    f"({type(exc).__name__}); the task's retries decide whether it runs again"
+                ) from None
+            if isinstance(exc, rex.TaskCancelledError):
+                raise WorkerLost(f"task {spec.task_id!r} attempt {spec.attempt} was cancelled by Ray") from None
+            # Cancelled here (timeout, fail-fast, Ctrl-C) or anything else: stop the remote attempt.
+            try:
+                ray.cancel(ref, force=not self._actors)
+            except Exception as cancel_exc:  # the attempt may have just finished
+                log.debug("taskloom-ray: ray.cancel failed: %s", cancel_exc)
+            raise
+        finally:
+            if actor >= 0:
+                self._load[actor] -= 1
+        return TaskOutcome.model_validate(data)
+
+    # ------------------------------------------------------------------ shutdown
+
+    async def aclose(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        await anyio.to_thread.run_sync(self._close_sync)
+
+    def _close_sync(self) -> None:
+        import ray
+
+        for actor in self._actors:
+            try:
+                ray.kill(actor)
+            except Exception as exc:  # already dead
+                log.debug("taskloom-ray: ray.kill failed: %s", exc)
+        self._actors, self._load, self._options = [], [], {}
+        self._remote = self._config_ref = None
+        if self._owns_cluster and ray.is_initialized():
+            ray.shutdown()
+        self._owns_cluster = False
+
+
+__all__ = ["RayExecutor"]
