@@ -24,7 +24,7 @@ def test_messages_in_openai_form() -> None:
     call = ToolCall.parse("c1", "add", {"a": 1})
     assert message_json(Message.assistant("", [call])) == {
         "role": "assistant",
-        "content": None,
+        "content": "",
         "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "add", "arguments": '{"a": 1}'}}],
     }
     assert message_json(Message.tool("c1", "add", "2")) == {"role": "tool", "tool_call_id": "c1", "content": "2"}

@@ -46,6 +46,8 @@ class OllamaProvider:
         )
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
+        self.in_flight = 0
+        """Requests started and not yet finished (a cancelled stream must bring it back to 0)."""
 
     def __repr__(self) -> str:
         return f"OllamaProvider(alias={self.alias!r}, model={self.model!r}, base_url={self.options.base_url!r})"
@@ -72,10 +74,13 @@ class OllamaProvider:
 
     async def _request_json(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         where = self._where(path)
+        self.in_flight += 1
         try:
             response = await self._http().request(method, path, json=body)
         except httpx.TransportError as exc:
             raise error_from_transport(exc, where=where, model=self.alias, started=False) from None
+        finally:
+            self.in_flight -= 1
         if response.status_code >= 400:
             raise error_from_response(response, where=where, model=self.alias)
         try:
@@ -126,6 +131,7 @@ class OllamaProvider:
         final: dict[str, Any] | None = None
         calls: list[ToolCall] = []
         text: list[str] = []
+        self.in_flight += 1
         try:
             async with self._http().stream("POST", path, json=body) as response:
                 if response.status_code >= 400:
@@ -160,6 +166,8 @@ class OllamaProvider:
                         break
         except httpx.TransportError as exc:
             raise error_from_transport(exc, where=where, model=self.alias, started=started) from None
+        finally:
+            self.in_flight -= 1
         if final is None:
             raise ServerError(
                 f'{where}: the stream ended before its "done": true line; the answer is incomplete',

@@ -55,6 +55,8 @@ class OpenAIProvider:
         )
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
+        self.in_flight = 0
+        """Requests started and not yet finished (a cancelled stream must bring it back to 0)."""
 
     def __repr__(self) -> str:
         return f"OpenAIProvider(alias={self.alias!r}, model={self.model!r}, base_url={self.options.base_url!r})"
@@ -92,10 +94,13 @@ class OpenAIProvider:
 
     async def _request_json(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         where = self._where(path)
+        self.in_flight += 1
         try:
             response = await self._http().request(method, path, json=body)
         except httpx.TransportError as exc:
             raise error_from_transport(exc, where=where, started=False, **self._kw()) from None
+        finally:
+            self.in_flight -= 1
         if response.status_code >= 400:
             raise error_from_response(
                 response.status_code, response.headers, response.content, where=where, **self._kw()
@@ -156,7 +161,8 @@ class OpenAIProvider:
         model: str | None = None
         named: set[int] = set()
         ids: dict[int, str] = {}
-        output: list[str] = []
+        pieces = 0  # chunks carrying output: the token count when the server sends no usage
+        self.in_flight += 1
         try:
             async with aconnect_sse(self._http(), "POST", path, json=body) as source:
                 response = source.response
@@ -198,7 +204,7 @@ class OpenAIProvider:
                         delta = choice.get("delta") or {}
                         text = delta.get("content")
                         if text:
-                            output.append(text)
+                            pieces += 1
                             yield StreamDelta(text=text)
                         for call in delta.get("tool_calls") or []:
                             index = int(call.get("index", 0))
@@ -213,7 +219,7 @@ class OpenAIProvider:
                             else:
                                 call_id = None
                             arguments = function.get("arguments") or ""
-                            output.append(arguments)
+                            pieces += 1 if arguments else 0
                             if call_id or name or arguments:
                                 yield StreamDelta(
                                     tool_index=index, tool_id=call_id, tool_name=name, arguments=arguments
@@ -227,6 +233,8 @@ class OpenAIProvider:
             ) from None
         except httpx.TransportError as exc:
             raise error_from_transport(exc, where=where, started=started, **self._kw()) from None
+        finally:
+            self.in_flight -= 1
         if not done:
             raise ServerError(
                 f"{where}: the stream ended before 'data: [DONE]'; the answer is incomplete",
@@ -235,10 +243,10 @@ class OpenAIProvider:
             )
         if finish in (None, "stop") and named:
             finish = "tool_calls"
-        if usage is None:  # the server ignored stream_options.include_usage
-            usage = Usage(
-                input_tokens=self.count_tokens(request.messages), output_tokens=count_text("".join(output), self.model)
-            )
+        if usage is None:
+            # The server ignored stream_options.include_usage (llama.cpp's does): servers
+            # that do stream one token per chunk, so the chunks are the output count.
+            usage = Usage(input_tokens=self.count_tokens(request.messages), output_tokens=pieces)
         yield StreamDelta(usage=usage, finish_reason=finish or "stop", model=model or self.model)
 
     def _stream_error(self, where: str, chunk: dict[str, Any]) -> ProviderError:

@@ -51,8 +51,7 @@ def message_json(message: Message) -> dict[str, Any]:
         return {"role": "tool", "tool_call_id": message.tool_call_id or "", "content": message.text}
     out: dict[str, Any] = {"role": message.role, "content": _content(message.content)}
     if message.role == "assistant" and message.tool_calls:
-        if not message.text:
-            out["content"] = None
+        # Empty content, not null: OpenAI takes either, llama.cpp's server refuses null.
         out["tool_calls"] = [
             {
                 "id": call.id,
