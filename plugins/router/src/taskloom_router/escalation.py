@@ -87,7 +87,7 @@ async def run_escalating(
     attempts: list[Attempt] = []
     for n in range(router.config.escalation.max_retries + 1):
         result = await run_agent(kernel, agent, prompt, meta=meta, budget=budget)
-        tier = router.tier_of(result.models[-1]) if result.models else None
+        tier = router.tier_of(result.models[-1]) if result.models else router.last_tier(meta.model_copy(update={"agent": agent.name}))
         reason = judge(result)
         attempts.append(Attempt(tier, result.stop_reason, reason, result.cost.total))
         run = EscalatedRun(result, attempts)

@@ -152,6 +152,11 @@ class Router:
         state = self.by_alias.get(alias)
         return None if state is None else self.tier_names[state.tier]
 
+    def last_tier(self, meta: RequestMeta) -> str | None:
+        """The tier of the last decision for this agent run (run_id, task_id, agent)."""
+        state = self.keys.get(_key(meta))
+        return None if state is None or state.tier is None else self.tier_names[state.tier]
+
     def breaker(self, alias: str) -> Any:
         return self.breakers.get(alias) if self.breakers else None
 
