@@ -152,7 +152,8 @@ def host_processes() -> Callable[[str], list[int]]:
 
 
 def processes_matching(marker: str) -> list[int]:
-    """Host pids whose command line contains ``marker``."""
+    """Host pids whose command line contains ``marker`` (bubblewrap's own processes, whose
+    command line holds the sandboxed command too, are left out)."""
     found = []
     needle = marker.encode()
     for entry in os.listdir("/proc"):
@@ -160,7 +161,10 @@ def processes_matching(marker: str) -> list[int]:
             continue
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as f:
-                if needle in f.read():
+                if needle not in f.read():
+                    continue
+            with open(f"/proc/{entry}/comm", "rb") as f:
+                if f.read().strip() != b"bwrap":
                     found.append(int(entry))
         except OSError:
             continue

@@ -90,7 +90,7 @@ async def test_busy_loop_hits_cpu_limit(sandbox_with: Callable[..., Sandbox]) ->
     sandbox = sandbox_with(limits={"timeout_s": 5, "cpu_s": 1})
     result = await sandbox.run("python", "while True:\n    pass\n")
     assert "cpu" in result.limits_hit and result.signal == "SIGXCPU", result
-    assert result.duration_s < 2.5
+    assert result.duration_s < 4  # 1 s of CPU; more wall time only when the machine is busy
 
 
 async def test_gigabytes_of_output_are_cut(sandbox: Sandbox) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -68,6 +69,7 @@ class Sandbox:
         self._ready: str | SandboxUnavailable | None = None
         self._ready_lock = anyio.Lock()
         self._disable_userns = True
+        self._reachable: set[Path] = set()
 
     def _identity(self) -> tuple[int | None, int | None]:
         """Root never runs code as root: RLIMIT_NPROC does not apply to uid 0, and a
@@ -185,7 +187,26 @@ class Sandbox:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(fs.remove_tree, layout.root)
 
+    def _check_reachable(self, parent: Path) -> None:
+        """The code's uid must be able to reach the run directory (bubblewrap binds from it)."""
+        if self.uid is None or parent in self._reachable:
+            return
+        for folder in [parent, *parent.parents]:
+            st = folder.stat()
+            if not (
+                st.st_mode & stat.S_IXOTH
+                or (st.st_uid == self.uid and st.st_mode & stat.S_IXUSR)
+                or (st.st_gid == self.gid and st.st_mode & stat.S_IXGRP)
+            ):
+                raise SandboxError(
+                    f"the sandbox runs code as uid {self.uid} (taskloom runs as root), which cannot enter {folder} "
+                    f"(mode {stat.S_IMODE(st.st_mode):o}); set [plugins.sandbox] work_root to a directory whose "
+                    "parents are all world-searchable (the default, the system temp directory, is)"
+                )
+        self._reachable.add(parent)
+
     def _prepare(self, language: str, code: str, files: Sequence[str], parent: Path) -> bw.Layout:
+        self._check_reachable(parent)
         layout = bw.Layout(Path(tempfile.mkdtemp(prefix="taskloom-sandbox-", dir=parent)))
         try:
             for d in (layout.work, layout.tmp, layout.script_dir):
