@@ -229,5 +229,5 @@ async def test_working_directories_are_removed(sandbox_with: Callable[..., Sandb
 async def test_unreachable_work_root_is_a_clear_error(sandbox_with: Callable[..., Sandbox], tmp_path: Path) -> None:
     private = tmp_path / "private"
     private.mkdir(mode=0o700)
-    with pytest.raises(SandboxError, match="cannot enter .*private.*work_root"):
+    with pytest.raises(SandboxError, match=r"cannot enter .*private.*work_root"):
         await sandbox_with(work_root=str(private)).run("python", "print(1)")
