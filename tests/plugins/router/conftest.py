@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
 from taskloom import Event, hookimpl, load_kernel
 from taskloom.kernel import Kernel
 from taskloom.testing import register_plugin
@@ -15,9 +14,27 @@ from taskloom.testing import register_plugin
 FAST_RETRY = {"attempts": 1, "base_delay": 0.001, "max_delay": 0.002}
 
 MODELS: dict[str, dict[str, Any]] = {
-    "nano": {"provider": "scripted", "model": "gpt-4.1-nano", "default": "nano: {prompt}", "price": {"input": 0.10, "output": 0.40}, "retry": FAST_RETRY},
-    "mini": {"provider": "scripted", "model": "gpt-4.1-mini", "default": "mini: {prompt}", "price": {"input": 0.40, "output": 1.60}, "retry": FAST_RETRY},
-    "big": {"provider": "scripted", "model": "gpt-4.1", "default": "big: {prompt}", "price": {"input": 2.00, "output": 8.00}, "retry": FAST_RETRY},
+    "nano": {
+        "provider": "scripted",
+        "model": "gpt-4.1-nano",
+        "default": "nano: {prompt}",
+        "price": {"input": 0.10, "output": 0.40},
+        "retry": FAST_RETRY,
+    },
+    "mini": {
+        "provider": "scripted",
+        "model": "gpt-4.1-mini",
+        "default": "mini: {prompt}",
+        "price": {"input": 0.40, "output": 1.60},
+        "retry": FAST_RETRY,
+    },
+    "big": {
+        "provider": "scripted",
+        "model": "gpt-4.1",
+        "default": "big: {prompt}",
+        "price": {"input": 2.00, "output": 8.00},
+        "retry": FAST_RETRY,
+    },
 }
 
 TIERS: list[dict[str, Any]] = [
@@ -43,7 +60,11 @@ def config(router: dict[str, Any] | None = None, models: dict[str, dict[str, Any
     table: dict[str, Any] = {"tiers": copy.deepcopy(TIERS), "seed": 7}
     table.update(router or {})
     return {
-        "taskloom": {"store": "memory", "cache": "none", "plugins": ["router", "scripted", "prices", "memory-store", "recorder"]},
+        "taskloom": {
+            "store": "memory",
+            "cache": "none",
+            "plugins": ["router", "scripted", "prices", "memory-store", "recorder"],
+        },
         "models": copy.deepcopy(models or MODELS),
         "plugins": {"router": table},
     }

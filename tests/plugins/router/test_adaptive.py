@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from taskloom import Agent, Event, Message, ModelRequest, run_agent
 from taskloom.types import RequestMeta
 from taskloom_router import router_of
@@ -20,7 +19,9 @@ ADAPTIVE = {"enabled": True, "min_samples": 5, "target_success": 0.8, "explore":
 
 
 def req(task_type: str = "summarisation") -> ModelRequest:
-    return ModelRequest(model="auto", messages=[Message.user("hi")], metadata=RequestMeta(task_type=task_type, agent="a"))
+    return ModelRequest(
+        model="auto", messages=[Message.user("hi")], metadata=RequestMeta(task_type=task_type, agent="a")
+    )
 
 
 def feed(router: Router, tier: str, ok: int, failed: int, task_type: str = "summarisation") -> None:
@@ -92,7 +93,10 @@ def test_a_corrupt_state_file_is_reported(tmp_path: Path) -> None:
     path = tmp_path / "router.json"
     path.write_text("{not json")
     kernel = make(config({"state_path": str(path)}))
-    assert "state_path" in kernel.plugins.infos["router"].reason and "delete the file" in kernel.plugins.infos["router"].reason
+    assert (
+        "state_path" in kernel.plugins.infos["router"].reason
+        and "delete the file" in kernel.plugins.infos["router"].reason
+    )
     path.write_text('{"something": "else"}')
     assert "not a router state file" in make(config({"state_path": str(path)})).plugins.infos["router"].reason
 

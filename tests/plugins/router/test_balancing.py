@@ -6,7 +6,6 @@ from collections import Counter
 from typing import Any
 
 import pytest
-
 from taskloom import Agent, Event, Message, ModelRequest, run_agent
 from taskloom.resilience import CircuitBreaker
 from taskloom.types import RequestMeta, Usage

@@ -6,7 +6,6 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-
 from taskloom import Agent, Budget, Message, ModelRequest, run_agent
 from taskloom.errors import PolicyDenied
 from taskloom.types import RequestMeta
@@ -18,7 +17,12 @@ pytestmark = pytest.mark.anyio
 
 
 def req(task_type: str = "code_generation", max_tokens: int = 1000, **extra: Any) -> ModelRequest:
-    return ModelRequest(model="auto", messages=[Message.user("hi")], max_tokens=max_tokens, metadata=RequestMeta(task_type=task_type, **extra))
+    return ModelRequest(
+        model="auto",
+        messages=[Message.user("hi")],
+        max_tokens=max_tokens,
+        metadata=RequestMeta(task_type=task_type, **extra),
+    )
 
 
 def test_estimates_use_prices_and_max_tokens() -> None:

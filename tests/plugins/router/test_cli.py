@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from taskloom.cli import main
 
 TOML = """
@@ -59,7 +58,18 @@ def test_explain_text(cfg: Path) -> None:
 
 
 def test_explain_json(cfg: Path) -> None:
-    code, out = run(cfg, "router", "explain", "Plan the migration", "--task-type", "multi_step_reasoning", "--tools", "3", "--structured", "--json")
+    code, out = run(
+        cfg,
+        "router",
+        "explain",
+        "Plan the migration",
+        "--task-type",
+        "multi_step_reasoning",
+        "--tools",
+        "3",
+        "--structured",
+        "--json",
+    )
     assert code == 0, out
     data = json.loads(out)
     assert data["score"] == 10.0 and data["tier"] == "strong" and data["deployment"] == "big"
@@ -86,7 +96,9 @@ def test_stats_after_a_run(cfg: Path) -> None:
 
 def test_unknown_alias_in_the_cli(tmp_path: Path) -> None:
     path = tmp_path / "taskloom.toml"
-    path.write_text(TOML.replace('deployments = ["big"]', 'deployments = ["bigg"]').replace("{state}", str(tmp_path / "r.json")))
+    path.write_text(
+        TOML.replace('deployments = ["big"]', 'deployments = ["bigg"]').replace("{state}", str(tmp_path / "r.json"))
+    )
     code, out = run(path, "router", "stats")
     assert code != 0
     assert "unknown model alias 'bigg' (did you mean 'big'?)" in out

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from taskloom import Agent, run_agent
 from taskloom.errors import ConfigError
 from taskloom_router import router_of
@@ -22,7 +21,9 @@ def failure(cfg: dict) -> str:
 
 
 def test_unknown_alias_is_named_with_a_suggestion() -> None:
-    reason = failure(config({"tiers": [{"name": "weak", "deployments": ["nanoo"]}, {"name": "strong", "deployments": ["gpt5"]}]}))
+    reason = failure(
+        config({"tiers": [{"name": "weak", "deployments": ["nanoo"]}, {"name": "strong", "deployments": ["gpt5"]}]})
+    )
     assert "tier 'weak': unknown model alias 'nanoo' (did you mean 'nano'?)" in reason
     assert "tier 'strong': unknown model alias 'gpt5'" in reason
     assert "define [models.<alias>]" in reason
@@ -41,11 +42,22 @@ def test_alias_in_two_tiers_and_duplicate_names() -> None:
     assert "'nano' is in tiers 'weak' and 'base'" in failure(
         config({"tiers": [{"name": "weak", "deployments": ["nano"]}, {"name": "base", "deployments": ["nano"]}]})
     )
-    assert "repeated: weak" in failure(config({"tiers": [{"name": "weak", "deployments": ["nano"]}, {"name": "weak", "deployments": ["mini"]}]}))
+    assert "repeated: weak" in failure(
+        config({"tiers": [{"name": "weak", "deployments": ["nano"]}, {"name": "weak", "deployments": ["mini"]}]})
+    )
 
 
 def test_thresholds_must_rise() -> None:
-    reason = failure(config({"tiers": [{"name": "a", "deployments": ["nano"], "max_score": 6}, {"name": "b", "deployments": ["mini"], "max_score": 3}]}))
+    reason = failure(
+        config(
+            {
+                "tiers": [
+                    {"name": "a", "deployments": ["nano"], "max_score": 6},
+                    {"name": "b", "deployments": ["mini"], "max_score": 3},
+                ]
+            }
+        )
+    )
     assert "must rise" in reason
 
 
@@ -76,5 +88,5 @@ async def test_failed_router_makes_auto_fail_clearly() -> None:
     kernel = make(config({"tiers": [{"name": "weak", "deployments": ["nope"]}]}))
     with pytest.raises(ConfigError, match="needs a router"):
         await run_agent(kernel, Agent(model="auto"), "hi")
-    with pytest.raises(ConfigError, match="router plugin is failed: .*unknown model alias 'nope'"):
+    with pytest.raises(ConfigError, match=r"router plugin is failed: .*unknown model alias 'nope'"):
         router_of(kernel)

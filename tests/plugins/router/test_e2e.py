@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from taskloom import Agent, run_agent
 from taskloom.types import RequestMeta
 from taskloom_router import router_of, run_escalating
@@ -17,7 +16,11 @@ async def test_a_lead_agent_delegates_and_each_call_is_routed(recorder: Recorder
     # The lead declares no task type: a delegate inherits its parent's metadata.task_type in
     # the kernel's agent loop, so the writer's own "summarisation" is only seen when the lead
     # sets none. Default 4 + tools 1 = 5 puts the lead on strong with these bounds.
-    tiers = [{"name": "weak", "deployments": ["nano"], "max_score": 3.5}, {"name": "base", "deployments": ["mini"], "max_score": 4.5}, {"name": "strong", "deployments": ["big"]}]
+    tiers = [
+        {"name": "weak", "deployments": ["nano"], "max_score": 3.5},
+        {"name": "base", "deployments": ["mini"], "max_score": 4.5},
+        {"name": "strong", "deployments": ["big"]},
+    ]
     kernel = make(config({"tiers": tiers}), recorder)
     # the strong tier (the lead's planning) first delegates to the writer, then answers
     kernel.provider("big").add_tool_call("writer", {"task": "Summarise the findings"})
@@ -46,7 +49,10 @@ async def test_a_lead_agent_delegates_and_each_call_is_routed(recorder: Recorder
 async def test_many_tasks_share_the_router(recorder: Recorder) -> None:
     kernel = make(config(), recorder)
     kinds = ["classification", "extraction", "code_generation", "planning", "multi_step_reasoning"]
-    runs = [await run_escalating(kernel, Agent(name=f"a{i}", model="auto", task_type=k), f"task {i}") for i, k in enumerate(kinds * 4)]
+    runs = [
+        await run_escalating(kernel, Agent(name=f"a{i}", model="auto", task_type=k), f"task {i}")
+        for i, k in enumerate(kinds * 4)
+    ]
     assert all(r.result.ok for r in runs)
     stats = router_of(kernel).stats_dict()
     assert stats["decisions"] == {"weak": 8, "base": 8, "strong": 4}

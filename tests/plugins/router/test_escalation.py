@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from pydantic import BaseModel
-
 from taskloom import Agent, Message, ModelRequest, run_agent
 from taskloom.types import RequestMeta
 from taskloom_router import EscalationExhausted, router_of, run_escalating
@@ -93,14 +92,19 @@ async def test_a_failed_run_escalates_up_to_the_top_and_stops() -> None:
 async def test_custom_failure_judge() -> None:
     kernel = make(config())
     run = await run_escalating(
-        kernel, Agent(model="auto", task_type="extraction"), "x", failed=lambda r: "wrong" if r.text.startswith("nano") else None
+        kernel,
+        Agent(model="auto", task_type="extraction"),
+        "x",
+        failed=lambda r: "wrong" if r.text.startswith("nano") else None,
     )
     assert [a.tier for a in run.attempts] == ["weak", "base"]
 
 
 def test_escalate_api_and_its_bound() -> None:
     router = router_of(make(config()))
-    request = ModelRequest(model="auto", messages=[Message.user("hi")], metadata=RequestMeta(task_type="classification", agent="a"))
+    request = ModelRequest(
+        model="auto", messages=[Message.user("hi")], metadata=RequestMeta(task_type="classification", agent="a")
+    )
     assert router.decide(request) == ["nano", "mini"]
     assert router.escalate(request, "manual") == "base"
     assert router.decide(request)[0] == "mini"

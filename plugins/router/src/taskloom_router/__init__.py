@@ -33,4 +33,12 @@ def __getattr__(name: str) -> Any:
     return getattr(import_module(module), name)
 
 
-__all__ = sorted(_LAZY)
+__all__ = [
+    "Attempt",
+    "EscalatedRun",
+    "EscalationExhausted",
+    "NoDeploymentAvailable",
+    "Router",
+    "router_of",
+    "run_escalating",
+]

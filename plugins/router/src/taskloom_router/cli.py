@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import click
-
 from taskloom.cli import echo_json, get_kernel
 from taskloom.types import Message, ModelRequest, RequestMeta, ToolSpec
 
@@ -25,7 +24,14 @@ def router_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def explain(
-    ctx: click.Context, prompt: str, task_type: str | None, n_tools: int, structured: bool, max_tokens: int | None, budget_usd: float | None, as_json: bool
+    ctx: click.Context,
+    prompt: str,
+    task_type: str | None,
+    n_tools: int,
+    structured: bool,
+    max_tokens: int | None,
+    budget_usd: float | None,
+    as_json: bool,
 ) -> None:
     """Show the score of PROMPT, its factors, and the tier and deployment chosen."""
     from .escalation import router_of
@@ -86,7 +92,10 @@ def stats(ctx: click.Context, as_json: bool) -> None:
         echo_json(data)
         return
     total = sum(data["decisions"].values())
-    click.echo(f"decisions: {total}" + ("" if data["state_path"] else " (this process only; set [plugins.router] state_path to keep stats)"))
+    click.echo(
+        f"decisions: {total}"
+        + ("" if data["state_path"] else " (this process only; set [plugins.router] state_path to keep stats)")
+    )
     for tier, n in data["decisions"].items():
         share = f"{100 * n / total:.1f}%" if total else "-"
         click.echo(f"  {tier:<12} {n:>8}  {share:>6}  calls {data['calls'].get(tier, 0)}")

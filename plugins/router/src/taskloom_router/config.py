@@ -20,7 +20,6 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
 from taskloom.config import Settings, did_you_mean
 from taskloom.errors import ConfigError
 
@@ -66,13 +65,17 @@ class Deployment(_Section):
     weight: float = Field(1.0, gt=0, description="Share of traffic for weighted random balancing.")
     rpm: int | None = Field(None, ge=1, description="Requests per minute this deployment accepts.")
     tpm: int | None = Field(None, ge=1, description="Tokens per minute this deployment accepts.")
-    price: Price | None = Field(None, description="Price for cost estimates (default: [models.<alias>] price, then the price table).")
+    price: Price | None = Field(
+        None, description="Price for cost estimates (default: [models.<alias>] price, then the price table)."
+    )
 
 
 class Tier(_Section):
     name: str = Field(min_length=1)
     deployments: list[Deployment] = Field(description="Model aliases (or tables) serving this tier.")
-    max_score: float | None = Field(None, ge=1, le=10, description="Highest complexity score this tier takes (default: an even split).")
+    max_score: float | None = Field(
+        None, ge=1, le=10, description="Highest complexity score this tier takes (default: an even split)."
+    )
     strategy: Strategy | None = Field(None, description="Load balancing for this tier (default: the router's).")
 
     @field_validator("deployments", mode="before")
@@ -85,7 +88,9 @@ class Tier(_Section):
     @model_validator(mode="after")
     def _not_empty(self) -> Tier:
         if not self.deployments:
-            raise ValueError(f'tier {self.name!r} has no deployments; list at least one, e.g. deployments = ["my-alias"]')
+            raise ValueError(
+                f'tier {self.name!r} has no deployments; list at least one, e.g. deployments = ["my-alias"]'
+            )
         return self
 
 
@@ -96,34 +101,58 @@ class Cooldown(_Section):
 
 
 class Escalation(_Section):
-    max_tiers: int = Field(1, ge=0, description="Tiers above the chosen one put in the fallback chain, and retries of a failed run.")
-    max_retries: int = Field(2, ge=0, description="Escalated retries of one agent run (repairs after invalid output, re-runs after failure).")
-    on_invalid_output: bool = Field(True, description="A repair request after invalid structured output goes one tier up.")
-    refusal_patterns: list[str] = Field(default_factory=lambda: list(DEFAULT_REFUSALS), description="Regexes marking an answer as 'could not do it'.")
+    max_tiers: int = Field(
+        1, ge=0, description="Tiers above the chosen one put in the fallback chain, and retries of a failed run."
+    )
+    max_retries: int = Field(
+        2, ge=0, description="Escalated retries of one agent run (repairs after invalid output, re-runs after failure)."
+    )
+    on_invalid_output: bool = Field(
+        True, description="A repair request after invalid structured output goes one tier up."
+    )
+    refusal_patterns: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_REFUSALS), description="Regexes marking an answer as 'could not do it'."
+    )
 
 
 class BudgetSettings(_Section):
-    tight_fraction: float = Field(0.25, gt=0, le=1, description="Step down when one call would take more than this share of what remains.")
-    expected_output_tokens: int = Field(400, ge=0, description="Output tokens assumed for estimates when a request sets no max_tokens.")
+    tight_fraction: float = Field(
+        0.25, gt=0, le=1, description="Step down when one call would take more than this share of what remains."
+    )
+    expected_output_tokens: int = Field(
+        400, ge=0, description="Output tokens assumed for estimates when a request sets no max_tokens."
+    )
 
 
 class Adaptive(_Section):
     enabled: bool = False
     min_samples: int = Field(20, ge=1, description="Outcomes in a cell before they move the score.")
     target_success: float = Field(0.9, gt=0, le=1, description="Success rate a tier must keep in a cell.")
-    explore: float = Field(0.05, ge=0, le=1, description="Chance of not pushing up, so a lower tier keeps being tested.")
+    explore: float = Field(
+        0.05, ge=0, le=1, description="Chance of not pushing up, so a lower tier keeps being tested."
+    )
     max_samples: int = Field(500, ge=10, description="Counts are halved past this, so old outcomes fade.")
 
 
 class RouterConfig(_Section):
     tiers: list[Tier] = Field(default_factory=list, description="Tiers from weakest (cheapest) to strongest.")
     strategy: Strategy = Field("weighted", description="Load balancing within a tier.")
-    task_types: dict[str, float] = Field(default_factory=dict, description="Task type to base complexity (1-10), merged over the defaults.")
-    default_task_complexity: float = Field(4.0, ge=1, le=10, description="Base complexity of an unknown or missing task type.")
-    exact_tokens: bool = Field(False, description="Count prompt tokens with tiktoken (slower) instead of 4 characters a token.")
+    task_types: dict[str, float] = Field(
+        default_factory=dict, description="Task type to base complexity (1-10), merged over the defaults."
+    )
+    default_task_complexity: float = Field(
+        4.0, ge=1, le=10, description="Base complexity of an unknown or missing task type."
+    )
+    exact_tokens: bool = Field(
+        False, description="Count prompt tokens with tiktoken (slower) instead of 4 characters a token."
+    )
     latency_half_life_s: float = Field(300.0, gt=0, description="Half-life of latency samples in the decaying average.")
-    inflight_ttl_s: float = Field(600.0, gt=0, description="A call not reported back after this long stops counting as in flight.")
-    degrade: bool = Field(True, description="When every deployment at or above the chosen tier is down, try lower tiers.")
+    inflight_ttl_s: float = Field(
+        600.0, gt=0, description="A call not reported back after this long stops counting as in flight."
+    )
+    degrade: bool = Field(
+        True, description="When every deployment at or above the chosen tier is down, try lower tiers."
+    )
     cooldown: Cooldown = Field(default_factory=Cooldown)
     escalation: Escalation = Field(default_factory=Escalation)
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
@@ -149,7 +178,9 @@ class RouterConfig(_Section):
         for tier in self.tiers:
             for dep in tier.deployments:
                 if dep.model in seen:
-                    raise ValueError(f"model alias {dep.model!r} is in tiers {seen[dep.model]!r} and {tier.name!r}; an alias belongs to one tier")
+                    raise ValueError(
+                        f"model alias {dep.model!r} is in tiers {seen[dep.model]!r} and {tier.name!r}; an alias belongs to one tier"
+                    )
                 seen[dep.model] = tier.name
         bounds = [t.max_score for t in self.tiers if t.max_score is not None]
         if bounds != sorted(bounds) or len(set(bounds)) != len(bounds):
@@ -181,5 +212,7 @@ def check_aliases(config: RouterConfig, settings: Settings) -> None:
     if problems:
         known = ", ".join(sorted(settings.models)) or "none"
         raise ConfigError(
-            f"{settings.where}: [plugins.router] " + "; ".join(problems) + f" (defined aliases: {known}); define [models.<alias>] or fix the tier"
+            f"{settings.where}: [plugins.router] "
+            + "; ".join(problems)
+            + f" (defined aliases: {known}); define [models.<alias>] or fix the tier"
         )

@@ -60,7 +60,9 @@ def router_of(kernel: Any) -> Router:
             return router
     reason = f": {info.reason}" if info is not None and info.reason else ""
     status = info.status if info is not None else "not installed"
-    raise ConfigError(f"the router plugin is {status}{reason}; install taskloom-router and configure [plugins.router] tiers")
+    raise ConfigError(
+        f"the router plugin is {status}{reason}; install taskloom-router and configure [plugins.router] tiers"
+    )
 
 
 async def run_escalating(
@@ -87,7 +89,11 @@ async def run_escalating(
     attempts: list[Attempt] = []
     for n in range(router.config.escalation.max_retries + 1):
         result = await run_agent(kernel, agent, prompt, meta=meta, budget=budget)
-        tier = router.tier_of(result.models[-1]) if result.models else router.last_tier(meta.model_copy(update={"agent": agent.name}))
+        tier = (
+            router.tier_of(result.models[-1])
+            if result.models
+            else router.last_tier(meta.model_copy(update={"agent": agent.name}))
+        )
         reason = judge(result)
         attempts.append(Attempt(tier, result.stop_reason, reason, result.cost.total))
         run = EscalatedRun(result, attempts)

@@ -82,12 +82,18 @@ class Outcomes:
             if cfg.explore and rng.random() < cfg.explore:
                 return 0.0, f"past outcomes: {tiers[tier]} {ok:g}/{n:g} for {cell} is below target; exploring it anyway"
             points = round(thresholds[tier] + 0.01 - score, 2)
-            return points, f"past outcomes: {tiers[tier]} succeeded {ok:g}/{n:g} for {cell}, below {cfg.target_success:g}: up to {tiers[tier + 1]}"
+            return (
+                points,
+                f"past outcomes: {tiers[tier]} succeeded {ok:g}/{n:g} for {cell}, below {cfg.target_success:g}: up to {tiers[tier + 1]}",
+            )
         if tier > 0:
             rate, ok, n = self.rate(task_type, bucket, tiers[tier - 1])
             if n >= cfg.min_samples and rate >= cfg.target_success:
                 points = round(thresholds[tier - 1] - score, 2)
-                return points, f"past outcomes: {tiers[tier - 1]} succeeded {ok:g}/{n:g} for {cell}: down to {tiers[tier - 1]}"
+                return (
+                    points,
+                    f"past outcomes: {tiers[tier - 1]} succeeded {ok:g}/{n:g} for {cell}: down to {tiers[tier - 1]}",
+                )
         return 0.0, None
 
     def to_json(self) -> list[list[Any]]:
@@ -115,7 +121,8 @@ class Stats:
         if self.cost_if_top > 0:
             saving = float(round((1 - self.cost / self.cost_if_top) * 100, 1))
         return {
-            "decisions": {t: self.decisions.get(t, 0) for t in tiers} | {k: v for k, v in self.decisions.items() if k not in tiers},
+            "decisions": {t: self.decisions.get(t, 0) for t in tiers}
+            | {k: v for k, v in self.decisions.items() if k not in tiers},
             "calls": {t: self.calls.get(t, 0) for t in tiers} | {k: v for k, v in self.calls.items() if k not in tiers},
             "escalations": sum(self.escalations.values()),
             "escalations_by_reason": dict(self.escalations),
@@ -142,9 +149,13 @@ def read_state(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"[plugins.router] state_path {path}: cannot read it ({exc}); delete the file or fix its JSON") from None
+        raise ConfigError(
+            f"[plugins.router] state_path {path}: cannot read it ({exc}); delete the file or fix its JSON"
+        ) from None
     if not isinstance(data, dict) or data.get("version") != 1:
-        raise ConfigError(f"[plugins.router] state_path {path}: not a router state file (version 1); delete it or point state_path elsewhere")
+        raise ConfigError(
+            f"[plugins.router] state_path {path}: not a router state file (version 1); delete it or point state_path elsewhere"
+        )
     return data
 
 

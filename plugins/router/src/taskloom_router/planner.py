@@ -126,10 +126,14 @@ def _budget_tier(router: Router, p: Plan, start: int, floor: int, now: float) ->
                             f"{router.config.budget.tight_fraction:.0%} of the ${remaining:.6f} left; stepped down to {router.tier_names[i]}"
                         )
                     elif limit is remaining and cost is not None and cost > tight:
-                        p.reasons.append(f"budget: tight (about ${cost:.6f} of ${remaining:.6f} left) but no cheaper tier is up")
+                        p.reasons.append(
+                            f"budget: tight (about ${cost:.6f} of ${remaining:.6f} left) but no cheaper tier is up"
+                        )
                     p.tier = i
                     return
-    cheapest = min((c for i in range(floor, start + 1) for d in router.tiers[i] if (c := _cost(d, p)) is not None), default=None)
+    cheapest = min(
+        (c for i in range(floor, start + 1) for d in router.tiers[i] if (c := _cost(d, p)) is not None), default=None
+    )
     if cheapest is not None and cheapest > remaining:
         where = f"at or above {router.tier_names[floor]}" if floor else "in any tier"
         p.error = BudgetExceeded(
@@ -175,7 +179,14 @@ def _build_chain(router: Router, p: Plan, now: float) -> None:
 
 
 def _add_tier(
-    router: Router, p: Plan, i: int, now: float, tokens: int, remaining: float | None, breakers: Any, chain: list[DeploymentState]
+    router: Router,
+    p: Plan,
+    i: int,
+    now: float,
+    tokens: int,
+    remaining: float | None,
+    breakers: Any,
+    chain: list[DeploymentState],
 ) -> None:
     usable = []
     for d in router.tiers[i]:

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
-
 from taskloom import hookimpl
 from taskloom.config import Settings
 from taskloom.errors import BudgetExceeded, ConfigError
@@ -128,7 +127,9 @@ class Router:
         try:
             self.refusals = [re.compile(p, re.IGNORECASE | re.MULTILINE) for p in cfg.escalation.refusal_patterns]
         except re.error as exc:
-            raise ConfigError(f"{settings.where}: [plugins.router.escalation] refusal_patterns: invalid regex {exc.pattern!r}: {exc}") from None
+            raise ConfigError(
+                f"{settings.where}: [plugins.router.escalation] refusal_patterns: invalid regex {exc.pattern!r}: {exc}"
+            ) from None
         if cfg.state_path:
             self.state_path = Path(cfg.state_path).expanduser()
             data = read_state(self.state_path)
@@ -183,7 +184,9 @@ class Router:
     def plan(self, request: ModelRequest) -> Plan:
         """The decision for ``request`` without committing it (what ``explain`` shows)."""
         if not self.tiers:
-            raise ConfigError('model "auto": [plugins.router] has no tiers; add tiers = [{ name = "...", deployments = ["alias"] }, ...]')
+            raise ConfigError(
+                'model "auto": [plugins.router] has no tiers; add tiers = [{ name = "...", deployments = ["alias"] }, ...]'
+            )
         key = _key(request.metadata)
         return plan(self, request, key, self.keys.get(key))
 
@@ -301,7 +304,9 @@ class Router:
         if remaining is None:
             return None
         if remaining <= 0:
-            return Denial(reason=f"the run's budget is used up (${max(remaining, 0.0):.6f} left); no model call fits", plugin=NAME)
+            return Denial(
+                reason=f"the run's budget is used up (${max(remaining, 0.0):.6f} left); no model call fits", plugin=NAME
+            )
         if request.model == "auto":
             if not self.tiers:
                 return None
@@ -316,7 +321,10 @@ class Router:
         tokens = plan_tokens(self, request)
         cost = state.estimate(tokens, request.max_tokens or self.config.budget.expected_output_tokens)
         if cost is not None and cost > remaining:
-            return Denial(reason=f"a call to {request.model} would cost about ${cost:.6f}; the run has ${remaining:.6f} left", plugin=NAME)
+            return Denial(
+                reason=f"a call to {request.model} would cost about ${cost:.6f}; the run has ${remaining:.6f} left",
+                plugin=NAME,
+            )
         return None
 
     @hookimpl(tryfirst=True)
@@ -412,7 +420,13 @@ class Router:
             state = self.keys.get(_key(event))
             self._settle(event, state, alias)
             if state is not None:
-                self.outcomes.record(state.task_type, state.bucket, self.tier_names[dep.tier], ok=False, max_samples=self.config.adaptive.max_samples)
+                self.outcomes.record(
+                    state.task_type,
+                    state.bucket,
+                    self.tier_names[dep.tier],
+                    ok=False,
+                    max_samples=self.config.adaptive.max_samples,
+                )
             self._dirty = True
 
     # ------------------------------------------------------------------ reporting
@@ -430,11 +444,17 @@ class Router:
         now = self.clock()
         out = self.stats.as_dict(self.tier_names)
         out["tiers"] = [
-            {"name": n, "max_score": self.thresholds[i], "strategy": self.strategies[i], "deployments": [d.snapshot(now) for d in self.tiers[i]]}
+            {
+                "name": n,
+                "max_score": self.thresholds[i],
+                "strategy": self.strategies[i],
+                "deployments": [d.snapshot(now) for d in self.tiers[i]],
+            }
             for i, n in enumerate(self.tier_names)
         ]
         out["outcomes"] = [
-            {"task_type": t, "size": b, "tier": tier, "succeeded": ok, "failed": fail} for t, b, tier, ok, fail in self.outcomes.to_json()
+            {"task_type": t, "size": b, "tier": tier, "succeeded": ok, "failed": fail}
+            for t, b, tier, ok, fail in self.outcomes.to_json()
         ]
         out["recent"] = list(self.recent)[-10:]
         out["state_path"] = str(self.state_path) if self.state_path else None
@@ -446,7 +466,9 @@ class Router:
             return
         self._saved_at = self.clock()
         self._dirty = False
-        write_state(self.state_path, {"stats": self.stats.as_dict(self.tier_names), "outcomes": self.outcomes.to_json()})
+        write_state(
+            self.state_path, {"stats": self.stats.as_dict(self.tier_names), "outcomes": self.outcomes.to_json()}
+        )
 
 
 def plan_tokens(router: Router, request: ModelRequest) -> int:

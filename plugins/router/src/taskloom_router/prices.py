@@ -27,7 +27,11 @@ def per_token(dep: Deployment, model: ModelConfig, settings: Settings) -> tuple[
     extra = {k.lower(): v for k, v in getattr(prices_config, "models", {}).items()}
     if name in extra:
         return extra[name].input / MILLION, extra[name].output / MILLION
-    key = name if name in PRICE_TABLE else max((k for k in PRICE_TABLE if name.startswith(k + "-")), key=len, default=None)
+    key = (
+        name
+        if name in PRICE_TABLE
+        else max((k for k in PRICE_TABLE if name.startswith(k + "-")), key=len, default=None)
+    )
     if key is None:
         return None, None
     inp, _cached, out = PRICE_TABLE[key]

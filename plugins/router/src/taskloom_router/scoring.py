@@ -32,7 +32,7 @@ SIZE_STEPS: tuple[tuple[int, float, str], ...] = (
     (16_000, 2.0, "large"),
 )
 HUGE: tuple[float, str] = (3.0, "huge")
-BUCKETS = tuple(b for _, _, b in SIZE_STEPS) + (HUGE[1],)
+BUCKETS = (*(b for _, _, b in SIZE_STEPS), HUGE[1])
 
 
 @dataclass(slots=True)
@@ -79,7 +79,11 @@ def score(request: ModelRequest, task_types: dict[str, float], default: float, *
     notes = []
     if base is None:
         base = default
-        notes.append(f"task type {task_type!r} is not in the table; default {default:g}" if task_type else f"no task type; default {default:g}")
+        notes.append(
+            f"task type {task_type!r} is not in the table; default {default:g}"
+            if task_type
+            else f"no task type; default {default:g}"
+        )
     messages = request.messages
     if exact:
         tokens = count_messages(messages)
@@ -101,5 +105,18 @@ def score(request: ModelRequest, task_types: dict[str, float], default: float, *
     structured = 1.0 if request.output_schema else 0.0
     conversation = min(1.5, 0.25 * turns) + min(1.0, 0.5 * meta.depth) if turns or meta.depth else 0.0
     total = base + size + tools + structured + conversation
-    factors = {"task_type": base, "prompt_tokens": size, "tools": tools, "structured_output": structured, "conversation": conversation}
-    return Score(1.0 if total < 1.0 else (10.0 if total > 10.0 else round(total, 2)), factors, task_type or "-", bucket, tokens, notes)
+    factors = {
+        "task_type": base,
+        "prompt_tokens": size,
+        "tools": tools,
+        "structured_output": structured,
+        "conversation": conversation,
+    }
+    return Score(
+        1.0 if total < 1.0 else (10.0 if total > 10.0 else round(total, 2)),
+        factors,
+        task_type or "-",
+        bucket,
+        tokens,
+        notes,
+    )
