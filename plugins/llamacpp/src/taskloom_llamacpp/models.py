@@ -9,6 +9,7 @@ their event loop, and a thread lock held for the whole generation keeps two even
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import threading
 from collections.abc import AsyncIterator
@@ -145,3 +146,7 @@ def unload_all() -> None:
                     close()
         _registry.clear()
         _loading.clear()
+
+
+# Free the models while llama.cpp's bindings still exist (not in __del__ at interpreter exit).
+atexit.register(unload_all)

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 
 from taskloom.config import ModelConfig, Settings
 from taskloom.errors import BadRequest
@@ -149,6 +150,9 @@ class LlamaCppProvider:
                     tg.cancel_scope.cancel()
             finally:
                 self.in_flight -= 1
+        # The thread was waited for inside a shielded call: deliver a pending cancellation
+        # now rather than return the partial answer it stopped with.
+        await anyio.lowlevel.checkpoint_if_cancelled()
         if failed:
             raise failed[0]
         response = assembler.response()
