@@ -140,15 +140,17 @@ def migrate(conn: sqlite3.Connection, schema: Schema, path: Path) -> int:
 def _check_identity(conn: sqlite3.Connection, schema: Schema, path: Path) -> int:
     version = int(conn.execute("PRAGMA user_version").fetchone()[0])
     app = int(conn.execute("PRAGMA application_id").fetchone()[0])
-    if app not in (0, schema.application_id):
-        raise StoreError(f"{path} is not a taskloom {schema.kind} (application id {app:#x}); point the path at another file")
+    foreign = app not in (0, schema.application_id) or (
+        app == 0 and (version > 0 or conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0)
+    )
+    if foreign:
+        raise StoreError(f"{path} is not a taskloom {schema.kind} (another application's SQLite file); "
+                         "point the path at another file")
     if version > schema.version:
         raise SchemaTooNew(
             f"{schema.kind} {path} has schema version {version}, but this taskloom-sqlite knows only up to "
             f"version {schema.version}; upgrade taskloom-sqlite, or use another file"
         )
-    if version and app == 0:
-        raise StoreError(f"{path} is not a taskloom {schema.kind} (another application's SQLite file); use another file")
     return version
 
 
