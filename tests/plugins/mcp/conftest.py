@@ -16,8 +16,8 @@ import pytest
 
 pytest.importorskip("mcp")
 
-import taskloom_mcp  # noqa: E402
-from taskloom.kernel import Kernel, load_kernel  # noqa: E402
+import taskloom_mcp
+from taskloom.kernel import Kernel, load_kernel
 
 HERE = Path(__file__).parent
 LAB = HERE / "servers" / "lab.py"

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from taskloom.agent import Agent, run_agent
 from taskloom.cli import main
 from taskloom.workflow import run_workflow
@@ -22,7 +21,10 @@ pytestmark = pytest.mark.anyio
 BOT = {
     "bot": {
         "provider": "scripted",
-        "responses": [{"tool": "time.get_current_time", "arguments": {"timezone": "Asia/Tokyo"}}, "It is late in Tokyo."],
+        "responses": [
+            {"tool": "time.get_current_time", "arguments": {"timezone": "Asia/Tokyo"}},
+            "It is late in Tokyo.",
+        ],
     }
 }
 
@@ -71,7 +73,10 @@ prompt = "What time is it in {{ inputs.zone }}?"
 
 
 def write_config(
-    tmp_path: Path, servers: dict[str, object], models: dict[str, object] | None = None, extra_plugins: tuple[str, ...] = ()
+    tmp_path: Path,
+    servers: dict[str, object],
+    models: dict[str, object] | None = None,
+    extra_plugins: tuple[str, ...] = (),
 ) -> Path:
     data = kernel_config(servers, models)
     data["taskloom"]["plugins"] = [*data["taskloom"]["plugins"], *extra_plugins]
@@ -110,7 +115,9 @@ def test_cli_list_and_call(tmp_path: Path) -> None:
     text = runner.invoke(main, ["--config", str(config), "mcp", "list"])
     assert "time  [stdio]" in text.stdout and "ghost" in text.stdout and "failed:" in text.stdout
 
-    called = runner.invoke(main, ["--config", str(config), "mcp", "call", "time.get_current_time", "--args", '{"timezone": "UTC"}'])
+    called = runner.invoke(
+        main, ["--config", str(config), "mcp", "call", "time.get_current_time", "--args", '{"timezone": "UTC"}']
+    )
     assert called.exit_code == 0, called.output
     assert json.loads(called.stdout)["timezone"] == "UTC"
 
@@ -119,7 +126,9 @@ def test_cli_list_and_call(tmp_path: Path) -> None:
     assert "'timezone' is a required property" in bad.stderr
 
     ghost = runner.invoke(main, ["--config", str(config), "mcp", "call", "ghost.anything"])
-    assert ghost.exit_code == 1 and "ghost.anything is not available" in ghost.stderr and "was not found" in ghost.stderr
+    assert (
+        ghost.exit_code == 1 and "ghost.anything is not available" in ghost.stderr and "was not found" in ghost.stderr
+    )
 
     typo = runner.invoke(main, ["--config", str(config), "mcp", "call", "time.get_curent_time", "--args", "{}"])
     assert typo.exit_code == 2 and "did you mean 'time.get_current_time'" in typo.stderr
@@ -148,10 +157,20 @@ agent = "greeter"
 prompt = "Hello, {{ inputs.who }}{{ inputs.punctuation }}"
 """
     )
-    config = write_config(tmp_path, {"lab": lab_server()}, {"echo": {"provider": "scripted", "default": "{prompt}"}}, ("arith",))
+    config = write_config(
+        tmp_path, {"lab": lab_server()}, {"echo": {"provider": "scripted", "default": "{prompt}"}}, ("arith",)
+    )
     params = StdioServerParameters(
         command=sys.executable,
-        args=[str(HERE / "servers" / "serve_with_tools.py"), "--config", str(config), "mcp", "serve", "--workflows", str(flows)],
+        args=[
+            str(HERE / "servers" / "serve_with_tools.py"),
+            "--config",
+            str(config),
+            "mcp",
+            "serve",
+            "--workflows",
+            str(flows),
+        ],
         env={k: v for k, v in os.environ.items() if k.startswith(("XDG_", "TIKTOKEN", "PYTHON"))},
     )
     async with stdio_client(params) as (read, write), ClientSession(read, write) as session:

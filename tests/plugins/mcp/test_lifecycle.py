@@ -12,7 +12,6 @@ import time
 
 import anyio
 import pytest
-
 import taskloom_mcp
 from taskloom.types import ToolCall
 

@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from .conftest import LAB, lab_server, time_server
-
 import taskloom_mcp
 from taskloom.kernel import load_kernel
 from taskloom.types import ToolCall
+
+from .conftest import LAB, lab_server, time_server
 
 pytestmark = pytest.mark.anyio
 
@@ -36,7 +36,13 @@ async def test_time_server_tools_have_their_schemas(make_kernel) -> None:
 
 async def test_git_server_on_a_temporary_repository(make_kernel, git_repo: Path) -> None:
     kernel = make_kernel(
-        {"git": {"command": sys.executable, "args": ["-m", "mcp_server_git", "--repository", str(git_repo)], "tools": ["git_status", "git_log"]}}
+        {
+            "git": {
+                "command": sys.executable,
+                "args": ["-m", "mcp_server_git", "--repository", str(git_repo)],
+                "tools": ["git_status", "git_log"],
+            }
+        }
     )
     # The allowlist keeps only these two of the server's tools.
     assert sorted(n for n in kernel.tools.names() if n.startswith("git.")) == ["git.git_log", "git.git_status"]
@@ -81,7 +87,10 @@ async def test_arguments_failing_the_schema_never_reach_the_server(make_kernel) 
     kernel = make_kernel({"time": time_server()})
     missing = await kernel.tools.call(call("time.get_current_time"))
     assert missing.is_error
-    assert missing.content == "error: invalid arguments for time.get_current_time: arguments: 'timezone' is a required property"
+    assert (
+        missing.content
+        == "error: invalid arguments for time.get_current_time: arguments: 'timezone' is a required property"
+    )
     wrong = await kernel.tools.call(call("time.get_current_time", timezone=42))
     assert wrong.is_error and "timezone: 42 is not of type 'string'" in wrong.content
 

@@ -53,7 +53,6 @@ class BridgedTool:
         self.available = True
         if self.tool is not None:
             self.tool.description = info.description
-            self.tool._spec = None
             self.tool._spec = _spec(self.name, info)
 
     def make_tool(self) -> Tool:
@@ -161,7 +160,7 @@ class McpBridge:
                     log.warning("MCP tool %s is not registered: %s", name, exc)
                     continue
                 self.tools[name] = bridged
-            for name, bridged in self.tools.items():
+            for bridged in self.tools.values():
                 if bridged.server == server and bridged.info.name not in offered:
                     bridged.available = False
         if self.missing[server]:
@@ -173,13 +172,17 @@ class McpBridge:
 
     async def call(self, bridged: BridgedTool, arguments: dict[str, Any]) -> ToolResult:
         if not bridged.available:
-            return ToolResult(f"error: MCP server {bridged.server!r} no longer offers the tool {bridged.info.name!r}", True)
+            return ToolResult(
+                f"error: MCP server {bridged.server!r} no longer offers the tool {bridged.info.name!r}", True
+            )
         problems = bridged.checker.problems(arguments)
         if problems:
             return ToolResult(f"error: invalid arguments for {bridged.name}: {'; '.join(problems)}", True)
         conn = self.connections[bridged.server]
         if self.hub.closed:
-            return ToolResult(f"error: MCP server {bridged.server!r} is shut down (its kernel's MCP bridge was closed)", True)
+            return ToolResult(
+                f"error: MCP server {bridged.server!r} is shut down (its kernel's MCP bridge was closed)", True
+            )
         try:
             result = await self.hub.call(conn.call_tool(bridged.info.name, arguments))
         except McpError as exc:
@@ -231,7 +234,10 @@ class McpBridge:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"server": server, "time": time.time(), "tools": [i.to_dict() for i in listing]}), encoding="utf-8")
+            tmp.write_text(
+                json.dumps({"server": server, "time": time.time(), "tools": [i.to_dict() for i in listing]}),
+                encoding="utf-8",
+            )
             tmp.replace(path)
         except OSError as exc:
             log.warning("cannot write the MCP tool cache %s: %s", path, exc)

@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 import click
-
 from taskloom.cli import echo_json, get_kernel, run_async
 from taskloom.config import did_you_mean
 from taskloom.errors import ConfigError, TaskloomError
@@ -46,7 +45,9 @@ def list_servers(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"{row['server']}  [{row['transport']}] {row['target']}{info}  {status}")
         for tool in row["tools"]:
             gone = "" if tool["available"] else "  (no longer offered)"
-            click.echo(f"    {tool['name']}  {tool['description'].splitlines()[0] if tool['description'] else ''}{gone}")
+            click.echo(
+                f"    {tool['name']}  {tool['description'].splitlines()[0] if tool['description'] else ''}{gone}"
+            )
         for name in row["missing"]:
             click.echo(f"    {row['server']}.{name}  (allowlisted but not offered by the server)")
 
@@ -76,18 +77,34 @@ def call(ctx: click.Context, name: str, args_json: str, as_json: bool) -> None:
         server = name.split(".", 1)[0]
         conn = bridge.connections.get(server)
         if conn is None:
-            raise ConfigError(f"no MCP server named {server!r}{did_you_mean(server, bridge.connections)}; configured: {', '.join(bridge.connections)}")
+            raise ConfigError(
+                f"no MCP server named {server!r}{did_you_mean(server, bridge.connections)}; configured: {', '.join(bridge.connections)}"
+            )
         if conn.error:
             raise TaskloomError(f"{name} is not available: {conn.error}")
-        raise ConfigError(f"MCP server {server!r} has no tool {name!r}{did_you_mean(name, bridge.tools)}; `taskloom mcp list` shows its tools")
-    kernel.check(Action(kind="tool_call", tool=name, arguments=arguments, metadata=RequestMeta(user=kernel.settings.taskloom.user)))
+        raise ConfigError(
+            f"MCP server {server!r} has no tool {name!r}{did_you_mean(name, bridge.tools)}; `taskloom mcp list` shows its tools"
+        )
+    kernel.check(
+        Action(
+            kind="tool_call", tool=name, arguments=arguments, metadata=RequestMeta(user=kernel.settings.taskloom.user)
+        )
+    )
     assert bridged.tool is not None
     try:
         result = run_async(ctx, lambda k: bridged.tool.run(arguments))
     finally:
         bridge.close()
     if as_json:
-        echo_json({"tool": name, "result": result.content, "value": result.value, "is_error": result.is_error, "duration_s": result.duration_s})
+        echo_json(
+            {
+                "tool": name,
+                "result": result.content,
+                "value": result.value,
+                "is_error": result.is_error,
+                "duration_s": result.duration_s,
+            }
+        )
     else:
         click.echo(result.content, err=result.is_error)
     if result.is_error:
@@ -95,8 +112,20 @@ def call(ctx: click.Context, name: str, args_json: str, as_json: bool) -> None:
 
 
 @mcp.command("serve")
-@click.option("--workflows", "workflows_dir", type=click.Path(file_okay=False, exists=True), default=None, help="Offer every workflow file in this folder as a tool.")
-@click.option("--tool", "-t", "tool_names", multiple=True, help="Offer only these taskloom tools (repeatable; default: all but MCP-bridged ones).")
+@click.option(
+    "--workflows",
+    "workflows_dir",
+    type=click.Path(file_okay=False, exists=True),
+    default=None,
+    help="Offer every workflow file in this folder as a tool.",
+)
+@click.option(
+    "--tool",
+    "-t",
+    "tool_names",
+    multiple=True,
+    help="Offer only these taskloom tools (repeatable; default: all but MCP-bridged ones).",
+)
 @click.pass_context
 def serve(ctx: click.Context, workflows_dir: str | None, tool_names: tuple[str, ...]) -> None:
     """Run an MCP server over stdio offering taskloom's tools and workflows."""

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-
 from taskloom.config import Secret
 
 SERVER_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
@@ -41,7 +40,9 @@ class ServerConfig(BaseModel):
     @model_validator(mode="after")
     def _one_transport(self) -> ServerConfig:
         if (self.command is None) == (self.url is None):
-            raise ValueError("give either command (a stdio server) or url (a streamable-HTTP server), not both or neither")
+            raise ValueError(
+                "give either command (a stdio server) or url (a streamable-HTTP server), not both or neither"
+            )
         if self.url is not None and (self.args or self.env or self.cwd):
             raise ValueError("args, env and cwd apply to stdio servers (command), not to url")
         if self.command is not None and self.headers:

@@ -77,7 +77,7 @@ class _Stderr:
     def __init__(self) -> None:
         fd, self.path = tempfile.mkstemp(prefix="taskloom-mcp-", suffix=".stderr")
         os.close(fd)
-        self.file = open(self.path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
+        self.file = open(self.path, "a", encoding="utf-8", errors="replace")
 
     def tail(self, limit: int = 600) -> str:
         try:
@@ -127,6 +127,9 @@ class ServerConnection:
 
     async def session(self) -> ClientSession:
         """The live session, starting (or waiting for a restart of) the server."""
+        session = self._session
+        if session is not None:  # the fast path of every call but the first
+            return session
         if self._closing:
             raise McpError(f"{self.where} is shut down")
         if self._supervisor is None or self._supervisor.done():
@@ -139,7 +142,9 @@ class ServerConnection:
         await self.session()
         return list(self.tools or [])
 
-    async def call_tool(self, tool: str, arguments: dict[str, Any], timeout: float | None = None) -> mcp_types.CallToolResult:
+    async def call_tool(
+        self, tool: str, arguments: dict[str, Any], timeout: float | None = None
+    ) -> mcp_types.CallToolResult:
         from mcp import MCPError
         from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 
@@ -159,7 +164,9 @@ class ServerConnection:
                     f"{tool!r} on {self.where} did not answer within {limit:g} s; "
                     f"raise call_timeout in [plugins.mcp.servers.{self.name}] if it needs longer"
                 ) from None
-            raise McpError(f"{self.where} rejected the call to {tool!r}: {exc.message} (JSON-RPC error {exc.code})") from None
+            raise McpError(
+                f"{self.where} rejected the call to {tool!r}: {exc.message} (JSON-RPC error {exc.code})"
+            ) from None
 
     async def aclose(self) -> None:
         """Stop the server and wait for its process to end."""
@@ -170,7 +177,7 @@ class ServerConnection:
         if supervisor is not None and not supervisor.done():
             try:
                 await asyncio.wait_for(asyncio.shield(supervisor), 12.0)
-            except (TimeoutError, asyncio.TimeoutError):
+            except TimeoutError:
                 supervisor.cancel()
                 with contextlib.suppress(BaseException):
                     await supervisor
@@ -213,7 +220,11 @@ class ServerConnection:
                 error = str(exc)
             except BaseExceptionGroup as group:
                 leaf = _first_leaf(group)
-                error = str(leaf) if isinstance(leaf, McpError) else f"{self.where} failed: {type(leaf).__name__}: {leaf}{self._stderr_hint()}"
+                error = (
+                    str(leaf)
+                    if isinstance(leaf, McpError)
+                    else f"{self.where} failed: {type(leaf).__name__}: {leaf}{self._stderr_hint()}"
+                )
                 if not isinstance(leaf, Exception):
                     raise
             except Exception as exc:  # anything else the SDK or transport raises
@@ -266,7 +277,7 @@ class ServerConnection:
             read, write = await stack.enter_async_context(self._open_transport())
             session = await stack.enter_async_context(
                 ClientSession(
-                    _WatchedStream(read, lost),  # type: ignore[arg-type]
+                    _WatchedStream(read, lost),
                     write,
                     message_handler=self._on_message,
                     client_info=Implementation(name=CLIENT_NAME, version=_version()),
@@ -308,7 +319,9 @@ class ServerConnection:
             from mcp import StdioServerParameters, stdio_client
 
             if config.cwd is not None and not config.cwd.is_dir():
-                raise McpStartError(f"{self.where}: cwd {config.cwd} is not a directory; fix [plugins.mcp.servers.{self.name}] cwd")
+                raise McpStartError(
+                    f"{self.where}: cwd {config.cwd} is not a directory; fix [plugins.mcp.servers.{self.name}] cwd"
+                )
             self._stderr = _Stderr()
             params = StdioServerParameters(
                 command=config.command,
@@ -318,7 +331,6 @@ class ServerConnection:
             )
             return _stdio_guard(stdio_client(params, errlog=self._stderr.file), self)
         import httpx2
-        from mcp.client.streamable_http import streamable_http_client
         from mcp.shared._httpx_utils import create_mcp_http_client
 
         headers = {k: v.get_secret_value() for k, v in config.headers.items()}
@@ -362,7 +374,9 @@ class ServerConnection:
         if gone in done or (isinstance(exc, MCPError)):
             return McpStartError(f"{self.where} exited or closed the connection during start-up{self._stderr_hint()}")
         if exc is not None:
-            return McpStartError(f"{self.where} failed during start-up: {type(exc).__name__}: {exc}{self._stderr_hint()}")
+            return McpStartError(
+                f"{self.where} failed during start-up: {type(exc).__name__}: {exc}{self._stderr_hint()}"
+            )
         return McpStartError(
             f"{self.where} did not finish start-up (initialize and tools/list) within {limit:g} s; "
             f"raise startup_timeout in [plugins.mcp.servers.{self.name}] if it is slow to start{self._stderr_hint()}"

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
-
 from taskloom import hookimpl
 from taskloom.config import Settings
 

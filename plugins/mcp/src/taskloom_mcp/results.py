@@ -91,7 +91,9 @@ def to_tool_result(result: mcp_types.CallToolResult) -> ToolResult:
                 texts.append(res.text)
             else:
                 texts.append(f"[resource {res.uri} ({res.mime_type or 'binary'})]")
-                attachments.append({"type": "resource", "uri": str(res.uri), "mime_type": res.mime_type, "blob": res.blob})
+                attachments.append(
+                    {"type": "resource", "uri": str(res.uri), "mime_type": res.mime_type, "blob": res.blob}
+                )
         elif isinstance(block, t.ResourceLink):
             texts.append(f"[resource link {block.name}: {block.uri}]")
             attachments.append({"type": "resource_link", "uri": str(block.uri), "name": block.name})

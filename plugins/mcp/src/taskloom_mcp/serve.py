@@ -99,7 +99,11 @@ def _workflow_runner(kernel: Any, spec: Any) -> Callable[[dict[str, Any]], Await
         if result.ok:
             outputs = result.outputs
             last = list(outputs.values())[-1] if outputs else ""
-            text = last if len(outputs) == 1 and isinstance(last, str) else json.dumps(outputs, ensure_ascii=False, default=str)
+            text = (
+                last
+                if len(outputs) == 1 and isinstance(last, str)
+                else json.dumps(outputs, ensure_ascii=False, default=str)
+            )
             return ToolResult(text, False, data)
         return ToolResult(f"error: workflow {spec.name} {result.status}: {result.run.error}", True, data)
 
