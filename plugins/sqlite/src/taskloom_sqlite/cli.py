@@ -123,7 +123,9 @@ def _print_detail(detail: RunDetail) -> None:
 
     for node in detail.roots:
         add(tree, node)
-    _console().print(tree)
+    from rich.console import Console
+
+    Console().print(tree)
 
 
 # ---------------------------------------------------------------- cost
@@ -148,15 +150,18 @@ def cost(ctx: click.Context, run_id: str, by: GroupBy, fmt: str, places: int) ->
         return
     from rich.table import Table
 
-    table = Table(by, "model calls", "tool calls", "input tokens", "output tokens", "cost (USD)",
-                  title=f"run {report.run_id} ({report.workflow}), cost by {by}", box=None, show_footer=True)
+    table = Table(title=f"run {report.run_id} ({report.workflow}), cost by {by}", box=None, show_footer=True)
+    table.add_column(by, no_wrap=True)
+    for name in ("model calls", "tool calls", "input tokens", "output tokens"):
+        table.add_column(name, justify="right")
+    table.add_column("cost (USD)", justify="right", no_wrap=True)
     for row in report.rows:
         t = row.totals
         table.add_row(row.key, str(t.model_calls), str(t.tool_calls), f"{t.input_tokens:,}", f"{t.output_tokens:,}",
                       f"{row.cost}{'+?' if t.unpriced else ''}")
     t: Totals = report.totals
     table.columns[0].footer = "TOTAL"
-    for column, value in zip(table.columns[1:], (t.model_calls, t.tool_calls, t.input_tokens, t.output_tokens),
+    for column, value in zip(table.columns[1:5], (t.model_calls, t.tool_calls, t.input_tokens, t.output_tokens),
                              strict=True):
         column.footer = f"{value:,}"
     table.columns[5].footer = f"{report.total}{'+?' if t.unpriced else ''}"
