@@ -79,7 +79,10 @@ def references(source: str, *, expression: bool = False) -> tuple[set[str], set[
     tree = _parse(_as_template(source) if expression else source)
     outs: set[str] = set()
     ins: set[str] = set()
+    methods = {id(call.node) for call in tree.find_all(nodes.Call)}  # outputs.items() is a method
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        if id(node) in methods:
+            continue
         base = node.node
         if not isinstance(base, nodes.Name):
             continue
