@@ -23,7 +23,6 @@ import time
 from typing import Any
 
 import anyio
-
 from taskloom import load_kernel
 
 

@@ -231,3 +231,19 @@ async def test_unreachable_work_root_is_a_clear_error(sandbox_with: Callable[...
     private.mkdir(mode=0o700)
     with pytest.raises(SandboxError, match=r"cannot enter .*private.*work_root"):
         await sandbox_with(work_root=str(private)).run("python", "print(1)")
+
+
+async def test_cancelled_call_kills_the_code(sandbox: Sandbox, host_processes: Callable[[str], list[int]]) -> None:
+    import secrets
+
+    import anyio
+
+    marker = "cancel-" + secrets.token_hex(6)
+    with anyio.move_on_after(0.5) as scope:
+        await sandbox.run("bash", f"exec -a {marker} sleep 30")
+    assert scope.cancelled_caught
+    for _ in range(20):
+        if not host_processes(marker):
+            break
+        await anyio.sleep(0.05)
+    assert host_processes(marker) == []

@@ -12,6 +12,7 @@ from .errors import LimitError
 
 Language = Literal["python", "bash"]
 LANGUAGES: tuple[str, ...] = ("python", "bash")
+_DEFAULT_LANGUAGES: tuple[Language, ...] = ("python", "bash")
 LIMIT_NAMES: tuple[str, ...] = ("timeout_s", "cpu_s", "memory_mb", "file_size_mb", "processes", "output_bytes")
 
 
@@ -65,7 +66,7 @@ class SandboxConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     languages: list[Language] = Field(
-        default_factory=lambda: ["python", "bash"], description="Languages offered as tools (python, bash)."
+        default_factory=lambda: list(_DEFAULT_LANGUAGES), description="Languages offered as tools (python, bash)."
     )
     isolation: Literal["bwrap", "none"] = Field(
         "bwrap", description='"bwrap" (bubblewrap namespaces) or "none": UNSAFE, code runs on the host as this user.'

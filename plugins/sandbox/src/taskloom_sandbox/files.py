@@ -5,6 +5,7 @@ the code may have planted (a symlink to /etc/shadow must not be read by the host
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import posixpath
 import shutil
@@ -73,14 +74,25 @@ def chown_tree(root: Path, uid: int, gid: int) -> None:
             os.lchown(os.path.join(dirpath, name), uid, gid)
 
 
+def is_empty(folder: Path) -> bool:
+    try:
+        with os.scandir(folder) as entries:
+            return next(entries, None) is None
+    except OSError:
+        return False
+
+
 def list_files(work: Path, limit: int) -> tuple[list[FileInfo], bool]:
-    """Entries under ``work``, depth first in name order, symlinks reported and never followed."""
+    """Entries under ``work``, depth first in name order, symlinks reported and never
+    followed. At most ``limit + 1`` entries are read per directory, so a directory with a
+    million files costs no more than one with ``limit``."""
     found: list[FileInfo] = []
     stack: list[tuple[Path, str]] = [(work, "")]
     while stack:
         directory, prefix = stack.pop()
         try:
-            entries = sorted(os.scandir(directory), key=lambda e: e.name, reverse=True)
+            with os.scandir(directory) as it:
+                entries = sorted(itertools.islice(it, limit + 1), key=lambda e: e.name, reverse=True)
         except OSError:
             continue
         subdirs: list[tuple[Path, str]] = []

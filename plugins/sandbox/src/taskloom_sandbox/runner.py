@@ -178,14 +178,19 @@ class Sandbox:
             layout = await anyio.to_thread.run_sync(self._prepare, language, code, tuple(files), root)
         else:
             layout = self._prepare(language, code, (), root)
+        small = False
         try:
             result = await self._execute(language, interpreter, bwrap, layout, effective)
-            if self.config.max_listed_files or return_files:
-                await anyio.to_thread.run_sync(self._collect, result, layout, return_files)
+            # Listing is bounded (max_listed_files entries, read lazily), so it runs inline.
+            self._collect(result, layout, return_files)
+            small = not result.files_truncated and fs.is_empty(layout.tmp)
             return result
         finally:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(fs.remove_tree, layout.root)
+            if small:  # a handful of entries: cheaper than a thread hop
+                fs.remove_tree(layout.root)
+            else:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(fs.remove_tree, layout.root)
 
     def _check_reachable(self, parent: Path) -> None:
         """The code's uid must be able to reach the run directory (bubblewrap binds from it)."""
@@ -304,7 +309,7 @@ class Sandbox:
         _status(result, child.returncode, killed, bwrap is not None)
         hit |= _limits_from(result, limits, killed)
         result.limits_hit = [name for name in ("timeout", "cpu", "memory", "file_size", "processes", "output")
-                             if name in hit]  # type: ignore[misc]
+                             if name in hit]
         return result
 
     def _collect(self, result: SandboxResult, layout: bw.Layout, return_files: bool | list[str]) -> None:
