@@ -35,7 +35,6 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
-
 from taskloom import hookimpl, load_kernel
 from taskloom.testing import ScriptedProvider, register_plugin
 from taskloom.types import ModelRequest, ModelResponse
@@ -94,13 +93,20 @@ def layered_dag(layers: int, width: int, seed: int, zero: bool = False) -> tuple
             d = 0.0 if zero else round(rng.uniform(0.005, 0.050), 4)
             durations.append(d)
             needs = [f"t{layer - 1}_{j}" for j in rng.sample(range(width), 2)] if layer else []
-            wf.task(f"t{layer}_{k}", agent="worker", prompt=f"task {layer}.{k} sleep={d}", needs=needs, estimate=d or None)
+            wf.task(
+                f"t{layer}_{k}", agent="worker", prompt=f"task {layer}.{k} sleep={d}", needs=needs, estimate=d or None
+            )
     return wf.build(), durations
 
 
 def config(executor: str) -> dict[str, Any]:
     return {
-        "taskloom": {"store": "memory", "cache": "none", "executor": executor, "plugins": ["bench", "memory-store", "local-executor", "prices"]},
+        "taskloom": {
+            "store": "memory",
+            "cache": "none",
+            "executor": executor,
+            "plugins": ["bench", "memory-store", "local-executor", "prices"],
+        },
         "models": {"bench": {"provider": "bench-scripted"}},
     }
 
@@ -156,7 +162,9 @@ async def main(seed: int, quick: bool) -> None:
             m1, c1, r1 = await makespan_ratio(20, 50, seed, executor)
             print(f"{label:>10}: dag 1k  (20 x 50):   makespan {m1:.3f} s, critical path {c1:.3f} s, ratio {r1:.3f}")
             m2, c2, r2 = await makespan_ratio(*big, seed, executor)
-            print(f"{label:>10}: dag 10k ({big[0]} x {big[1]}): makespan {m2:.3f} s, critical path {c2:.3f} s, ratio {r2:.3f}")
+            print(
+                f"{label:>10}: dag 10k ({big[0]} x {big[1]}): makespan {m2:.3f} s, critical path {c2:.3f} s, ratio {r2:.3f}"
+            )
             ratios[label] = (r1, r2)
         r1, r2 = ratios["scheduler"]
         us = await overhead(100, 100, seed)

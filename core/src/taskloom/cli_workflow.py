@@ -47,7 +47,9 @@ def _inputs(spec: Any, pairs: tuple[str, ...], inputs_file: str | None) -> dict[
             try:
                 value = json.loads(raw)
             except json.JSONDecodeError:
-                raise click.BadParameter(f"{key} expects JSON like its default {declared.default!r}, got {raw!r}", param_hint="--input") from None
+                raise click.BadParameter(
+                    f"{key} expects JSON like its default {declared.default!r}, got {raw!r}", param_hint="--input"
+                ) from None
         values[key] = value
     return values
 
@@ -60,7 +62,9 @@ def _money(cost: Any) -> str:
 
 def _show(result: Any) -> None:
     for record in [*result.tasks.values(), *result.compensations]:
-        colour = {"succeeded": "green", "failed": "red", "skipped": "yellow", "compensated": "magenta"}.get(record.state, "blue")
+        colour = {"succeeded": "green", "failed": "red", "skipped": "yellow", "compensated": "magenta"}.get(
+            record.state, "blue"
+        )
         attempts = f"{record.attempts} attempt{'s' if record.attempts != 1 else ''}"
         head = f"== {record.task_id} [{record.state}] {attempts} · {record.usage.total_tokens} tokens · {_money(record.cost)}"
         click.echo(click.style(head, fg=colour, bold=True))
@@ -95,7 +99,9 @@ def _finish(ctx: click.Context, result: Any, as_json: bool) -> None:
 @click.option("--run-id", default=None, help="Id for the run (default: time and random suffix).")
 @click.option("--json", "as_json", is_flag=True, help="Print run id, status, tasks and totals as JSON.")
 @click.pass_context
-def run(ctx: click.Context, file: str, pairs: tuple[str, ...], inputs_file: str | None, run_id: str | None, as_json: bool) -> None:
+def run(
+    ctx: click.Context, file: str, pairs: tuple[str, ...], inputs_file: str | None, run_id: str | None, as_json: bool
+) -> None:
     """Run the workflow in FILE (TOML or JSON) and print each task's result."""
     from .workflow import check_workflow, load_workflow, run_workflow
 
@@ -137,12 +143,16 @@ def plan(ctx: click.Context, file: str, pairs: tuple[str, ...], inputs_file: str
         click.echo(f"compensation tasks: {', '.join(result.compensation_tasks)}")
     est = data["estimate"]
     cost = f"${Decimal(est['cost_usd']):.6f}" if est["priced"] else "unpriced"
-    click.echo(f"estimate: {est['input_tokens']} input + {est['output_tokens']} output tokens, {cost} (one turn per task)")
+    click.echo(
+        f"estimate: {est['input_tokens']} input + {est['output_tokens']} output tokens, {cost} (one turn per task)"
+    )
 
 
 @click.command()
 @click.argument("run_id")
-@click.option("--budget-usd", type=str, default=None, help="New USD budget for the whole run (default: the workflow's).")
+@click.option(
+    "--budget-usd", type=str, default=None, help="New USD budget for the whole run (default: the workflow's)."
+)
 @click.option("--budget-tokens", type=int, default=None, help="New token budget for the whole run.")
 @click.option("--json", "as_json", is_flag=True, help="Print run id, status, tasks and totals as JSON.")
 @click.pass_context

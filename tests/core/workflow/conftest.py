@@ -10,7 +10,6 @@ from typing import Any
 
 import anyio
 import pytest
-
 from taskloom import hookimpl, load_kernel
 from taskloom.kernel import Kernel
 from taskloom.testing import ScriptedProvider, register_plugin
@@ -52,7 +51,9 @@ class WfTestPlugin:
         def factory(config: Any, settings: Any) -> ScriptedProvider:
             provider = self.providers.get(config.alias)
             if provider is None:
-                provider = self.providers[config.alias] = TrackingProvider(config.alias, float(config.options.get("delay", 0.0)))
+                provider = self.providers[config.alias] = TrackingProvider(
+                    config.alias, float(config.options.get("delay", 0.0))
+                )
             return provider
 
         register("tracking", factory)

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 from click.testing import CliRunner, Result
-
 from taskloom.cli import main
 
 from .conftest import write

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-
 from taskloom import hookimpl
 from taskloom.cli import main
 from taskloom.testing import register_plugin
@@ -81,19 +80,31 @@ def test_classify_fanout_runs(tmp_path: Path, example_tools: None) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     tasks = {t["id"]: t for t in data["tasks"]}
-    assert all(tasks[f"classify_{i}"]["output"] == {"label": "bug", "steps": ["read the file", "count the words"]} for i in range(1, 5))
+    assert all(
+        tasks[f"classify_{i}"]["output"] == {"label": "bug", "steps": ["read the file", "count the words"]}
+        for i in range(1, 5)
+    )
     assert tasks["summary"]["state"] == "succeeded" and tasks["triage"]["state"] == "succeeded"
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("taskloom_llamacpp") is None, reason="needs the taskloom-llamacpp plugin (embedded model)")
+@pytest.mark.skipif(
+    importlib.util.find_spec("taskloom_llamacpp") is None, reason="needs the taskloom-llamacpp plugin (embedded model)"
+)
 def test_classify_fanout_on_the_embedded_model(tmp_path: Path) -> None:
-    config = write(tmp_path / "taskloom.toml", '[taskloom]\nstore = "memory"\nplugins = ["llamacpp", "memory-store", "memory-cache", "local-executor", "prices"]\n')
+    config = write(
+        tmp_path / "taskloom.toml",
+        '[taskloom]\nstore = "memory"\nplugins = ["llamacpp", "memory-store", "memory-cache", "local-executor", "prices"]\n',
+    )
     wf = (EXAMPLES / "classify_fanout.toml").read_text()
-    wf = wf.replace('\n[[tasks]]\nid = "triage"', '\n[[tasks]]\nid = "triage_removed"', 1).split('\n[[tasks]]\nid = "triage_removed"')[0]
+    wf = wf.replace('\n[[tasks]]\nid = "triage"', '\n[[tasks]]\nid = "triage_removed"', 1).split(
+        '\n[[tasks]]\nid = "triage_removed"'
+    )[0]
     result = CliRunner().invoke(main, ["--config", str(config), "run", str(write(tmp_path / "wf.toml", wf)), "--json"])
     assert result.exit_code in (0, 1), result.output
     data = json.loads(result.stdout)
-    labels = [t["output"]["label"] for t in data["tasks"] if t["id"].startswith("classify_") and t["state"] == "succeeded"]
+    labels = [
+        t["output"]["label"] for t in data["tasks"] if t["id"].startswith("classify_") and t["state"] == "succeeded"
+    ]
     assert labels and set(labels) <= {"bug", "feature", "question"}  # structured output held
     assert data["totals"]["usage"]["total_tokens"] > 0

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-STORE_MODULE = '''
+STORE_MODULE = """
 import json, os, sqlite3, time
 from taskloom import hookimpl
 from taskloom.records import RunRecord, TaskRecord
@@ -70,7 +70,7 @@ class Store:
 @hookimpl
 def taskloom_register_stores(register, settings):
     register("wftest", lambda settings: Store(os.environ["WF_TEST_DB"]))
-'''
+"""
 
 WORKFLOW = """
 [workflow]

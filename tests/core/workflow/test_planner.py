@@ -10,7 +10,13 @@ from taskloom.workflow import Workflow, check_workflow, plan_workflow
 
 def _diamond(**estimates: float) -> Any:
     wf = Workflow("d").agent("a", model="m", max_tokens=100)
-    for tid, needs in (("src", []), ("left", ["src"]), ("right", ["src"]), ("mid", ["src"]), ("sink", ["left", "right", "mid"])):
+    for tid, needs in (
+        ("src", []),
+        ("left", ["src"]),
+        ("right", ["src"]),
+        ("mid", ["src"]),
+        ("sink", ["left", "right", "mid"]),
+    ):
         extra = {"estimate": estimates[tid]} if tid in estimates else {}
         wf.task(tid, agent="a", prompt=f"do {tid}", needs=needs, **extra)
     return wf.build()

@@ -8,7 +8,6 @@ from typing import Any
 
 import anyio
 import pytest
-
 from taskloom.workflow import RunNotResumable, Workflow, resume_workflow, run_workflow
 
 from .conftest import WfTestPlugin
@@ -23,7 +22,11 @@ def _completions(plugin: WfTestPlugin) -> Counter[str]:
 async def test_resume_reruns_only_what_did_not_succeed(make_kernel: Any, wf_plugin: WfTestPlugin) -> None:
     models = {
         "t": {"provider": "tracking"},
-        "flaky": {"provider": "scripted", "responses": [{"error": "bad_request", "message": "first time fails"}], "default": "fixed"},
+        "flaky": {
+            "provider": "scripted",
+            "responses": [{"error": "bad_request", "message": "first time fails"}],
+            "default": "fixed",
+        },
     }
     spec = (
         Workflow("w", failure_mode="continue")
@@ -38,14 +41,19 @@ async def test_resume_reruns_only_what_did_not_succeed(make_kernel: Any, wf_plug
     kernel = make_kernel(models)
     first = await run_workflow(kernel, spec)
     assert first.status == "failed"
-    assert {k: v.state for k, v in first.tasks.items()} == {"root": "succeeded", "side": "succeeded", "flaky": "failed", "end": "skipped"}
+    assert {k: v.state for k, v in first.tasks.items()} == {
+        "root": "succeeded",
+        "side": "succeeded",
+        "flaky": "failed",
+        "end": "skipped",
+    }
     prompts_before = list(wf_plugin.providers["t"].prompts)
 
     second = await resume_workflow(kernel, first.run_id)
     assert second.status == "succeeded" and second.run_id == first.run_id
     assert second.output("end") == "done: end fixed"
     # root and side were not asked again; only "end" reached the tracking model.
-    assert wf_plugin.providers["t"].prompts[len(prompts_before):] == ["end fixed"]
+    assert wf_plugin.providers["t"].prompts[len(prompts_before) :] == ["end fixed"]
     assert _completions(wf_plugin) == {"root": 1, "side": 1, "flaky": 1, "end": 1}
     assert second.tasks["flaky"].attempts == 2  # one failed attempt before, one now
     start = [e for e in wf_plugin.events if e.kind == "run.start"][-1]

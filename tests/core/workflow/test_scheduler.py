@@ -3,11 +3,12 @@ modes, budgets and compensation, on the scripted provider."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any
 
+import anyio
 import pytest
-
 from taskloom.workflow import Workflow, run_workflow
 
 from .conftest import WfTestPlugin
@@ -63,10 +64,7 @@ async def test_resource_limits_and_no_deadlock(make_kernel: Any, wf_plugin: WfTe
         wf.task(f"ba{i}", agent="a", prompt=f"sleep=0.03 ba{i}", resources={"b": 1, "a": 1})
         wf.task(f"a{i}", agent="a", prompt=f"sleep=0.03 a{i}", resources={"a": 1})
     wf.task("free", agent="a", prompt="sleep=0.03 free")
-    with_anyio_timeout = 10
-    import anyio
-
-    with anyio.fail_after(with_anyio_timeout):
+    with anyio.fail_after(10):
         result = await run_workflow(make_kernel(TRACK), wf.build())
     assert result.ok
     intervals = []
@@ -74,14 +72,16 @@ async def test_resource_limits_and_no_deadlock(make_kernel: Any, wf_plugin: WfTe
         if e.kind == "task.start" and e.task_id != "free":
             intervals.append((e.time, wf_plugin.times("task.succeed")[e.task_id]))
     intervals.sort()
-    for (s1, e1), (s2, _) in zip(intervals, intervals[1:], strict=False):
+    for (_, e1), (s2, _) in itertools.pairwise(intervals):
         assert s2 >= e1 - 0.002, "two holders of resource 'a' overlapped"
     # The free task did not wait for the resource queue.
     assert wf_plugin.times("task.succeed")["free"] < sorted(e for _, e in intervals)[2]
 
 
 async def test_retries_with_backoff_then_success(make_kernel: Any, wf_plugin: WfTestPlugin) -> None:
-    models = {"m": {"provider": "scripted", "responses": [{"error": "bad_request", "message": "nope"}], "default": "fine"}}
+    models = {
+        "m": {"provider": "scripted", "responses": [{"error": "bad_request", "message": "nope"}], "default": "fine"}
+    }
     spec = Workflow("w").agent("a", model="m").task("x", agent="a", prompt="p", retries=2, backoff=0.05).build()
     t0 = time.monotonic()
     result = await run_workflow(make_kernel(models), spec)
@@ -108,14 +108,18 @@ async def test_a_task_that_fails_every_retry(make_kernel: Any, wf_plugin: WfTest
 
 async def test_timeout_per_attempt(make_kernel: Any) -> None:
     models = {"m": {"provider": "scripted", "responses": [{"hang": True}], "default": "second try"}}
-    spec = Workflow("w").agent("a", model="m").task("x", agent="a", prompt="p", timeout=0.2, retries=1, backoff=0).build()
+    spec = (
+        Workflow("w").agent("a", model="m").task("x", agent="a", prompt="p", timeout=0.2, retries=1, backoff=0).build()
+    )
     t0 = time.monotonic()
     result = await run_workflow(make_kernel(models), spec)
     assert result.ok and result.output("x") == "second try" and result.tasks["x"].attempts == 2
     assert 0.2 <= time.monotonic() - t0 < 2
 
     models = {"m": {"provider": "scripted", "responses": [{"hang": True}]}}
-    result = await run_workflow(make_kernel(models), Workflow("w").agent("a", model="m").task("x", agent="a", prompt="p", timeout=0.1).build())
+    result = await run_workflow(
+        make_kernel(models), Workflow("w").agent("a", model="m").task("x", agent="a", prompt="p", timeout=0.1).build()
+    )
     assert result.status == "failed" and result.tasks["x"].error == "timed out after 0.1 s"
 
 
@@ -199,7 +203,10 @@ async def test_budget_exhausted_mid_run_keeps_finished_results(make_kernel: Any,
 
 
 async def test_compensation_runs_in_reverse_completion_order(make_kernel: Any, wf_plugin: WfTestPlugin) -> None:
-    models = {**TRACK, "broken": {"provider": "scripted", "responses": [{"error": "bad_request", "message": "no room"}]}}
+    models = {
+        **TRACK,
+        "broken": {"provider": "scripted", "responses": [{"error": "bad_request", "message": "no room"}]},
+    }
     spec = (
         Workflow("trip")
         .agent("a", model="t")
@@ -227,12 +234,7 @@ async def test_compensation_runs_in_reverse_completion_order(make_kernel: Any, w
 
 
 async def test_no_compensation_when_the_run_succeeds(make_kernel: Any) -> None:
-    spec = (
-        _wf()
-        .task("x", agent="a", prompt="x", compensate="undo")
-        .task("undo", agent="a", prompt="undo")
-        .build()
-    )
+    spec = _wf().task("x", agent="a", prompt="x", compensate="undo").task("undo", agent="a", prompt="undo").build()
     result = await run_workflow(make_kernel(TRACK), spec)
     assert result.ok and result.compensations == [] and list(result.tasks) == ["x"]
 

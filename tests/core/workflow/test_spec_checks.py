@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from taskloom.errors import ConfigError
 from taskloom.workflow import Workflow, check_workflow, load_workflow, parse_workflow
 
@@ -78,7 +77,13 @@ def test_parses_a_full_toml_file(tmp_path: Path) -> None:
     assert spec.workflow.inputs["city"].default == "Lisbon" and spec.workflow.inputs["who"].required
     assert spec.agents["scout"].limits.max_turns == 2 and spec.agents["scout"].name == "scout"
     scout = spec.task("scout")
-    assert (scout.retries, scout.backoff, scout.timeout, scout.resources, scout.compensate) == (2, 0.5, 30, {"browser": 1}, "undo")
+    assert (scout.retries, scout.backoff, scout.timeout, scout.resources, scout.compensate) == (
+        2,
+        0.5,
+        30,
+        {"browser": 1},
+        "undo",
+    )
     assert spec.task("plan").needs == ["scout"]
     graph = check_workflow(spec)
     assert graph.ids == ["scout", "plan"]  # "undo" only runs as compensation
@@ -130,7 +135,9 @@ def test_shape_errors_name_the_file_and_the_task() -> None:
     assert str(info.value) == "wf.toml: [agents.a] unknown key 'modle' (did you mean 'model'?)"
     with pytest.raises(ConfigError) as info:
         parse_workflow(_spec([{"id": "x", "agent": "a", "prompt": "p"}], failure_mode="stop"), "wf.toml")
-    assert "wf.toml: [workflow] key 'failure_mode'" in str(info.value) and "'fail-fast' or 'continue'" in str(info.value)
+    assert "wf.toml: [workflow] key 'failure_mode'" in str(info.value) and "'fail-fast' or 'continue'" in str(
+        info.value
+    )
 
 
 def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
@@ -159,7 +166,14 @@ def test_longer_cycle_behind_a_root() -> None:
 
 
 def test_unknown_need_with_did_you_mean() -> None:
-    msg = _check(_spec([{"id": "build", "agent": "a", "prompt": "p"}, {"id": "ship", "agent": "a", "prompt": "p", "needs": ["biuld"]}]))
+    msg = _check(
+        _spec(
+            [
+                {"id": "build", "agent": "a", "prompt": "p"},
+                {"id": "ship", "agent": "a", "prompt": "p", "needs": ["biuld"]},
+            ]
+        )
+    )
     assert msg == "wf.toml: task 'ship': needs unknown task 'biuld' (did you mean 'build'?)"
 
 
@@ -195,7 +209,10 @@ def test_template_syntax_inputs_and_resources() -> None:
     lines = msg.splitlines()
     assert lines[0] == "wf.toml: task 'x': resource 'gpu' is not declared; add it under [workflow.resources]"
     assert lines[1] == "wf.toml: task 'x': takes 3 of resource 'browser' but its capacity is 2"
-    assert lines[2] == "wf.toml: task 'x': prompt reads inputs.topik, which is not declared (did you mean 'topic'?); add it under [workflow.inputs]"
+    assert (
+        lines[2]
+        == "wf.toml: task 'x': prompt reads inputs.topik, which is not declared (did you mean 'topic'?); add it under [workflow.inputs]"
+    )
     assert lines[3].startswith("wf.toml: task 'y': prompt does not parse: ")
 
 
@@ -223,15 +240,23 @@ def test_unknown_model_and_tool_against_the_kernel(make_kernel: Any) -> None:
         "tasks": [{"id": "x", "agent": "a", "prompt": "p"}, {"id": "y", "agent": "b", "prompt": "p"}],
     }
     lines = _check(data, kernel).splitlines()
-    assert lines[0] == "wf.toml: agent 'a': unknown model alias 'mm' (did you mean 'm'?); configured: local, m (define [models.mm] in the configuration)"
+    assert (
+        lines[0]
+        == "wf.toml: agent 'a': unknown model alias 'mm' (did you mean 'm'?); configured: local, m (define [models.mm] in the configuration)"
+    )
     assert lines[1] == "wf.toml: agent 'a': unknown tool 'serch'; `taskloom tools` lists them"
-    assert lines[2] == 'wf.toml: agent \'b\': model "auto" needs a router; enable a plugin that implements taskloom_route'
+    assert (
+        lines[2] == "wf.toml: agent 'b': model \"auto\" needs a router; enable a plugin that implements taskloom_route"
+    )
 
 
 def test_inputs_unknown_and_required(tmp_path: Path) -> None:
     spec = load_workflow(write(tmp_path / "trip.toml", GOOD))
     with pytest.raises(ConfigError) as info:
         spec.resolve_inputs({"cty": "x", "who": "y"})
-    assert str(info.value) == f"{tmp_path / 'trip.toml'}: unknown input 'cty' (did you mean 'city'?); declared inputs: city, days, who (declare it under [workflow.inputs])"
+    assert (
+        str(info.value)
+        == f"{tmp_path / 'trip.toml'}: unknown input 'cty' (did you mean 'city'?); declared inputs: city, days, who (declare it under [workflow.inputs])"
+    )
     with pytest.raises(ConfigError, match="input 'who' is required; pass --input who=VALUE"):
         spec.resolve_inputs({})

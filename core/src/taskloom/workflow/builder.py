@@ -1,13 +1,13 @@
 """Build a workflow in Python; the result is the same :class:`WorkflowSpec` a file gives.
 
-    spec = (
-        Workflow("report", inputs={"topic": "rust"})
-        .agent("writer", model="local", system="You write briefly.")
-        .task("outline", agent="writer", prompt="Outline {{ inputs.topic }}")
-        .task("draft", agent="writer", prompt="Write {{ outputs.outline }}", needs=["outline"])
-        .build()
-    )
-    result = await run_workflow(kernel, spec)
+spec = (
+    Workflow("report", inputs={"topic": "rust"})
+    .agent("writer", model="local", system="You write briefly.")
+    .task("outline", agent="writer", prompt="Outline {{ inputs.topic }}")
+    .task("draft", agent="writer", prompt="Write {{ outputs.outline }}", needs=["outline"])
+    .build()
+)
+result = await run_workflow(kernel, spec)
 """
 
 from __future__ import annotations
@@ -52,7 +52,9 @@ class Workflow:
         self._data["agents"][name] = fields
         return self
 
-    def task(self, id: str, *, agent: str, prompt: str, needs: list[str] | str | None = None, **fields: Any) -> Workflow:
+    def task(
+        self, id: str, *, agent: str, prompt: str, needs: list[str] | str | None = None, **fields: Any
+    ) -> Workflow:
         """Add a task: ``when``, ``retries``, ``backoff``, ``timeout``, ``resources``, ``compensate``..."""
         entry: dict[str, Any] = {"id": id, "agent": agent, "prompt": prompt, **fields}
         if needs:

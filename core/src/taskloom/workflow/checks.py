@@ -120,7 +120,9 @@ def _check_task(
             else:
                 bad(f"{what} reads outputs.{ref}: no task is named {ref!r}{did_you_mean(ref, by_id)}")
         for ref in sorted(ins - set(spec.workflow.inputs)):
-            bad(f"{what} reads inputs.{ref}, which is not declared{did_you_mean(ref, spec.workflow.inputs)}; add it under [workflow.inputs]")
+            bad(
+                f"{what} reads inputs.{ref}, which is not declared{did_you_mean(ref, spec.workflow.inputs)}; add it under [workflow.inputs]"
+            )
     return out
 
 
@@ -146,7 +148,9 @@ def check_names(spec: WorkflowSpec, kernel: Kernel) -> list[str]:
             )
         for tool in agent.tools:
             if tool not in kernel.tools:
-                out.append(f"{where}: unknown tool {tool!r}{did_you_mean(tool, kernel.tools.names())}; `taskloom tools` lists them")
+                out.append(
+                    f"{where}: unknown tool {tool!r}{did_you_mean(tool, kernel.tools.names())}; `taskloom tools` lists them"
+                )
     return out
 
 

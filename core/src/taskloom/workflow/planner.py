@@ -155,7 +155,9 @@ def max_parallelism(start: list[float], finish: list[float]) -> int:
     return best
 
 
-def plan_workflow(spec: WorkflowSpec, graph: Graph, kernel: Kernel | None = None, inputs: dict[str, Any] | None = None) -> Plan:
+def plan_workflow(
+    spec: WorkflowSpec, graph: Graph, kernel: Kernel | None = None, inputs: dict[str, Any] | None = None
+) -> Plan:
     w = weights(graph)
     level = levels(graph)
     by_level: list[list[str]] = [[] for _ in range(max(level, default=-1) + 1)]
@@ -195,7 +197,9 @@ def _estimate(spec: WorkflowSpec, task_id: str, kernel: Kernel, inputs: dict[str
     if config is None:
         cost = Cost.unpriced()
     else:
-        cost = kernel.price(alias, config.model, config.provider, Usage(input_tokens=input_tokens, output_tokens=output_tokens))
+        cost = kernel.price(
+            alias, config.model, config.provider, Usage(input_tokens=input_tokens, output_tokens=output_tokens)
+        )
     return TaskEstimate(task_id, task.agent, alias, input_tokens, output_tokens, cost)
 
 
@@ -225,4 +229,13 @@ def _rough_prompt(spec: WorkflowSpec, source: str, inputs: dict[str, Any] | None
         return source
 
 
-__all__ = ["ASSUMED_OUTPUT_TOKENS", "Plan", "TaskEstimate", "bottom_levels", "critical_path", "levels", "max_parallelism", "plan_workflow"]
+__all__ = [
+    "ASSUMED_OUTPUT_TOKENS",
+    "Plan",
+    "TaskEstimate",
+    "bottom_levels",
+    "critical_path",
+    "levels",
+    "max_parallelism",
+    "plan_workflow",
+]

@@ -107,7 +107,13 @@ async def resume_workflow(
 
 class _Engine:
     def __init__(
-        self, kernel: Kernel, spec: WorkflowSpec, graph: Graph, run: RunRecord, budget: Budget, previous: dict[str, TaskRecord]
+        self,
+        kernel: Kernel,
+        spec: WorkflowSpec,
+        graph: Graph,
+        run: RunRecord,
+        budget: Budget,
+        previous: dict[str, TaskRecord],
     ) -> None:
         self.kernel = kernel
         self.store = kernel.store
@@ -336,7 +342,9 @@ class _Engine:
                     self.free[r] += c
                 self._dispatch()
 
-    async def _try(self, task: TaskDef, record: TaskRecord, key: object, abort: Callable[[], bool]) -> TaskOutcome | None:
+    async def _try(
+        self, task: TaskDef, record: TaskRecord, key: object, abort: Callable[[], bool]
+    ) -> TaskOutcome | None:
         """Attempts with retries and backoff; the last outcome, or None if cancelled."""
         agent = self.spec.agents[task.agent]
         budget = self.budget if record.compensation_of is None else None
@@ -400,7 +408,9 @@ class _Engine:
             await self.store.save_task(record)  # the checkpoint, before any dependant starts
             self.state[i] = "succeeded"
             self.outputs[record.task_id] = outcome.output
-            self._emit("task.succeed", record, {"usage": record.usage, "cost": record.cost, "attempts": record.attempts})
+            self._emit(
+                "task.succeed", record, {"usage": record.usage, "cost": record.cost, "attempts": record.attempts}
+            )
             self._complete(i)
         elif outcome.budget_stop:
             self._stop("budget_exceeded", outcome.error)
@@ -415,7 +425,11 @@ class _Engine:
         await self.store.save_task(record)
         self.state[i] = "failed"
         self.failures.append(f"task {record.task_id!r} failed: {error}")
-        self._emit("task.fail", record, {"error": error, "attempts": record.attempts, "usage": record.usage, "cost": record.cost})
+        self._emit(
+            "task.fail",
+            record,
+            {"error": error, "attempts": record.attempts, "usage": record.usage, "cost": record.cost},
+        )
         if self.spec.workflow.failure_mode == "fail-fast":
             self._stop("failed", self.failures[-1])
         else:
@@ -449,7 +463,9 @@ class _Engine:
 
     async def _compensate(self) -> None:
         """Run the compensations of succeeded tasks, most recently finished first."""
-        done = [r for r in self.records if r is not None and r.state == "succeeded" and self.spec.task(r.task_id).compensate]
+        done = [
+            r for r in self.records if r is not None and r.state == "succeeded" and self.spec.task(r.task_id).compensate
+        ]
         done.sort(key=lambda r: r.finished_at or 0.0, reverse=True)
         for original in done:
             comp_id = self.spec.task(original.task_id).compensate
@@ -472,7 +488,11 @@ class _Engine:
                 record.output = outcome.output
                 original.state = "compensated"
                 await self.store.save_task(original)
-                self._emit("task.succeed", record, {"usage": record.usage, "cost": record.cost, "compensation_of": original.task_id})
+                self._emit(
+                    "task.succeed",
+                    record,
+                    {"usage": record.usage, "cost": record.cost, "compensation_of": original.task_id},
+                )
             else:
                 record.state = "interrupted" if outcome is None else "failed"
                 record.error = "cancelled" if outcome is None else outcome.error

@@ -58,7 +58,12 @@ class WorkflowSection(_Spec):
         out: dict[str, Any] = {}
         for key, item in value.items():
             spec_keys = {"default", "description", "required"}
-            if isinstance(item, dict) and item and set(item) <= spec_keys and ("description" in item or "required" in item):
+            if (
+                isinstance(item, dict)
+                and item
+                and set(item) <= spec_keys
+                and ("description" in item or "required" in item)
+            ):
                 out[key] = item
             elif isinstance(item, InputSpec):
                 out[key] = item
@@ -203,12 +208,20 @@ def _format(exc: ValidationError, where: str, data: dict[str, Any]) -> str:
     for n, line in enumerate(format_validation_error(exc, where, "", WorkflowSpec).splitlines()):
         err = errors[n] if n < len(errors) else None
         loc = err["loc"] if err else ()
-        if err and err["type"] == "extra_forbidden" and len(loc) == 3 and loc[0] in _TABLES and "did you mean" not in line:
+        if (
+            err
+            and err["type"] == "extra_forbidden"
+            and len(loc) == 3
+            and loc[0] in _TABLES
+            and "did you mean" not in line
+        ):
             line += did_you_mean(str(loc[2]), _TABLES[str(loc[0])].model_fields)
         if isinstance(tasks, list):
             for i, task in enumerate(tasks):
                 if isinstance(task, dict) and isinstance(task.get("id"), str):
-                    line = line.replace(f"[tasks.{i}]", f"task {task['id']!r}").replace(f"[tasks.{i}.", f"task {task['id']!r} [")
+                    line = line.replace(f"[tasks.{i}]", f"task {task['id']!r}").replace(
+                        f"[tasks.{i}.", f"task {task['id']!r} ["
+                    )
         lines.append(line)
     return "\n".join(lines)
 
