@@ -13,7 +13,6 @@ import statistics
 import time
 
 import anyio
-
 from taskloom.config import ModelConfig
 from taskloom.types import Message, ModelRequest
 from taskloom_llamacpp.provider import LlamaCppProvider

@@ -21,7 +21,9 @@ class TestScriptedConformance(ProviderConformance):
         elif check in ("streaming_equals_complete", "usage_reported"):
             provider.add_text("Blue is a colour of the rainbow.").add_text("Blue is a colour of the rainbow.")
         elif check == "tool_call_round_trip":
-            provider.add_tool_call("get_weather", {"city": "Paris", "unit": "celsius"}).add_text("It is sunny in Paris.")
+            provider.add_tool_call("get_weather", {"city": "Paris", "unit": "celsius"}).add_text(
+                "It is sunny in Paris."
+            )
         elif check == "tool_call_streamed":
             provider.add_tool_call("get_weather", {"city": "Paris", "unit": "celsius"})
         elif check == "errors_classified":

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
 from taskloom.config import ModelConfig
 from taskloom_llamacpp import models
 from taskloom_llamacpp.provider import LlamaCppProvider

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-
 from taskloom import Agent, load_kernel, run_agent
 from taskloom.errors import ConfigError
 from taskloom_llamacpp.options import default_model_path
@@ -48,7 +47,12 @@ def test_bad_options_are_reported_with_their_key() -> None:
 
 
 def test_bad_model_path_through_the_kernel(tmp_path: Path) -> None:
-    kernel = load_kernel({"taskloom": {"store": "memory"}, "models": {"bad": {"provider": "llamacpp", "model_path": str(tmp_path / "x.gguf")}}})
+    kernel = load_kernel(
+        {
+            "taskloom": {"store": "memory"},
+            "models": {"bad": {"provider": "llamacpp", "model_path": str(tmp_path / "x.gguf")}},
+        }
+    )
     assert "llamacpp" in kernel.providers
     with pytest.raises(ConfigError, match="does not exist"):
         kernel.provider("bad")
@@ -75,7 +79,7 @@ async def test_run_agent_with_forced_tool_on_default_local_alias() -> None:
         return f"It is sunny and 21 degrees in {city}."
 
     kernel.tools.register(get_weather)
-    agent = Agent(name="weather", tools=["get_weather"], tool_choice="get_weather", temperature=0, max_tokens=40)
+    agent = Agent(name="weather", tools=["get_weather"], tool_choice="get_weather", temperature=0, max_tokens=24)
     async with kernel:
         result = await run_agent(kernel, agent, "What is the weather in Paris?")
     assert result.stop_reason == "final", result.detail

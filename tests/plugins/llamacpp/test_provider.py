@@ -9,7 +9,6 @@ import time
 import anyio
 import jsonschema
 import pytest
-
 from taskloom.errors import BadRequest, ContextWindowExceeded
 from taskloom.types import Message, ModelRequest, ToolSpec
 from taskloom_llamacpp import models

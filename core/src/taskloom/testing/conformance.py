@@ -174,7 +174,9 @@ class ProviderConformance:
         if not provider.capabilities().tools:
             pytest.skip("the provider does not support tools")
         self.prepare(provider, "tool_call_streamed")
-        request = self.request(messages=[Message.user(self.tool_prompt)], tools=[self.tool], tool_choice=self.tool.name, max_tokens=64)
+        request = self.request(
+            messages=[Message.user(self.tool_prompt)], tools=[self.tool], tool_choice=self.tool.name, max_tokens=64
+        )
         _, streamed = await self.collect(provider, request)
         assert streamed.tool_calls and streamed.tool_calls[0].name == self.tool.name
         assert streamed.tool_calls[0].arguments is not None

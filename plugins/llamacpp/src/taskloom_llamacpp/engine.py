@@ -21,7 +21,7 @@ import codecs
 import random
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -32,7 +32,7 @@ from .grammar import choice_grammar, schema_grammar
 from .prompt import CALL_ARGUMENTS_PREFIX, CALL_NAME_PREFIX, TOOL_CALL_OPEN
 
 if TYPE_CHECKING:
-    from llama_cpp import LlamaGrammar
+    from llama_cpp.llama_grammar import LlamaGrammar
 
     from .models import LoadedModel
 
@@ -76,7 +76,7 @@ class Generation:
         tokens: list[int] = self.llama.tokenize(text.encode("utf-8"), add_bos=not self.job.added_special, special=True)
         return tokens
 
-    def deltas(self) -> Iterator[StreamDelta]:
+    def deltas(self) -> Generator[StreamDelta, None, None]:
         job = self.job
         prompt_tokens = self.tokenize(job.prompt)
         self.input_tokens = len(prompt_tokens)
@@ -161,7 +161,7 @@ class Generation:
             self.output_tokens = forced
         return tokens
 
-    def _sample(self, tokens: list[int], grammar: LlamaGrammar | None) -> Iterator[str]:
+    def _sample(self, tokens: list[int], grammar: LlamaGrammar | None) -> Generator[str, None, None]:
         """Decoded text pieces of the sampled tokens, until end of generation, the token
         budget, or cancellation; sets ``finish``."""
         import llama_cpp
@@ -195,11 +195,13 @@ class Generation:
             if tail:
                 yield tail
         except (RuntimeError, ValueError) as exc:
-            raise BadRequest(f"llama.cpp failed while generating: {exc}", provider="llamacpp", model=job.alias) from None
+            raise BadRequest(
+                f"llama.cpp failed while generating: {exc}", provider="llamacpp", model=job.alias
+            ) from None
         finally:
             tokens_iter.close()
 
-    def _with_stops(self, pieces: Iterator[str]) -> Iterator[str]:
+    def _with_stops(self, pieces: Iterator[str]) -> Generator[str, None, None]:
         """Cut the text at the first stop sequence; text that may begin one is held back."""
         stops = [s for s in self.job.stop if s]
         if not stops:

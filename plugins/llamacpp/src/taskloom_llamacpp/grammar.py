@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from taskloom.errors import BadRequest
 
 if TYPE_CHECKING:
-    from llama_cpp import LlamaGrammar
+    from llama_cpp.llama_grammar import LlamaGrammar
 
 
 def schema_grammar(schema: dict[str, Any], what: str) -> LlamaGrammar:

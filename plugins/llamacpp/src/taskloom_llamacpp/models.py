@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
-
 from taskloom.errors import ConfigError
 
 if TYPE_CHECKING:

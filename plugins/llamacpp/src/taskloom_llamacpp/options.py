@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
 from taskloom.config import ModelConfig, Settings, format_validation_error
 from taskloom.errors import ConfigError
 

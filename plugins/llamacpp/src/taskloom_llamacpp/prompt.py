@@ -81,12 +81,14 @@ def _named_formatter(name: str) -> Any:
     """The prompt formatter behind a registered chat format name."""
     from llama_cpp import llama_chat_format
 
-    registry = llama_chat_format.LlamaChatCompletionHandlerRegistry()
+    registry = llama_chat_format.LlamaChatCompletionHandlerRegistry()  # type: ignore[no-untyped-call]
     handlers: dict[str, Any] = dict(registry._chat_handlers)
     usable = sorted(n for n, h in handlers.items() if _closure(h, "chat_formatter") is not None)
     handler = handlers.get(name)
     if handler is None:
-        raise ConfigError(f"chat_format {name!r} is not a llama-cpp-python chat format; use one of: {', '.join(usable)}")
+        raise ConfigError(
+            f"chat_format {name!r} is not a llama-cpp-python chat format; use one of: {', '.join(usable)}"
+        )
     formatter = _closure(handler, "chat_formatter")
     if formatter is None:
         raise ConfigError(
@@ -120,7 +122,10 @@ def template_messages(messages: list[Message], tools: list[ToolSpec] | None = No
             else:
                 out.append({"role": "user", "content": block})
         elif message.role == "assistant" and message.tool_calls:
-            calls = "\n".join(render_call(c.name, c.arguments if c.arguments is not None else c.raw_arguments) for c in message.tool_calls)
+            calls = "\n".join(
+                render_call(c.name, c.arguments if c.arguments is not None else c.raw_arguments)
+                for c in message.tool_calls
+            )
             out.append({"role": "assistant", "content": f"{text}\n{calls}" if text else calls})
         else:
             out.append({"role": message.role, "content": text})

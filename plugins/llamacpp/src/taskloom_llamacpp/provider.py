@@ -11,10 +11,10 @@ import math
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.lowlevel
-
 from taskloom.config import ModelConfig, Settings
 from taskloom.errors import BadRequest
 from taskloom.gateway import StreamAssembler
@@ -106,7 +106,11 @@ class LlamaCppProvider:
                 )
             mode, candidates = "tool", {choice: candidates[choice]}
         elif not tools and choice not in ("auto", "none"):
-            raise BadRequest(f"tool_choice {choice!r} needs tools, and the request has none", provider=PROVIDER, model=self.alias)
+            raise BadRequest(
+                f"tool_choice {choice!r} needs tools, and the request has none", provider=PROVIDER, model=self.alias
+            )
+        if mode == "auto" and request.output_schema is not None:
+            mode = "text"  # the answer must match the schema: it cannot also be a free tool call
         text, added_special = self.render(request.messages, tools)
         return Job(
             prompt=text,
@@ -211,11 +215,11 @@ def _embed(model: LoadedModel, texts: list[str]) -> list[list[float]]:
     return [_normalise(_pool(vector)) for vector in raw]
 
 
-def _pool(vector: list[float] | list[list[float]]) -> list[float]:
+def _pool(vector: Any) -> list[float]:
     if vector and isinstance(vector[0], list):
-        rows: list[list[float]] = vector  # type: ignore[assignment]
+        rows: list[list[float]] = vector
         return [sum(column) / len(rows) for column in zip(*rows, strict=True)]
-    return list(vector)  # type: ignore[arg-type]
+    return [float(x) for x in vector]
 
 
 def _normalise(vector: list[float]) -> list[float]:
