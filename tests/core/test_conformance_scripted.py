@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from taskloom.testing import ScriptedProvider
 from taskloom.testing.conformance import ProviderConformance
 
@@ -30,3 +31,37 @@ class TestScriptedConformance(ProviderConformance):
             provider.add_error("context", message="the prompt does not fit the context window")
         elif check == "cancellation_mid_stream":
             provider.add_text(LONG).add_text("Green.")
+
+
+# --------------------------------------------------------------------- the suite can fail
+
+
+class _Suite(TestScriptedConformance):
+    __test__ = False  # used by the tests below, not collected itself
+
+
+@pytest.mark.anyio
+async def test_suite_catches_a_stream_that_differs() -> None:
+    provider = ScriptedProvider("broken").add_text("Blue.").add_text("Red.")
+    with pytest.raises(AssertionError, match="streamed text differs"):
+        await _Suite().test_streaming_equals_complete(provider)
+
+
+@pytest.mark.anyio
+async def test_suite_catches_an_unclassified_error() -> None:
+    provider = ScriptedProvider("broken").add_error(ValueError("raw failure"))
+    with pytest.raises(pytest.fail.Exception, match="raw ValueError"):
+        await ProviderConformance().test_errors_classified(provider)
+
+
+@pytest.mark.anyio
+async def test_suite_catches_a_dangling_request() -> None:
+    class Leaky(ScriptedProvider):
+        async def stream(self, request: Any) -> Any:
+            self.in_flight += 1  # never decremented: a request left dangling
+            async for delta in super().stream(request):
+                yield delta
+
+    provider = Leaky("leaky").add_text(LONG).add_text("ok")
+    with pytest.raises(AssertionError, match="left a request in flight"):
+        await ProviderConformance().test_cancellation_mid_stream(provider)

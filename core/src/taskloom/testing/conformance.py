@@ -196,12 +196,21 @@ class ProviderConformance:
     async def test_errors_classified(self, provider: Any) -> None:
         self.prepare(provider, "errors_classified")
         request = self.failing_request(provider)
-        with pytest.raises(errors.ProviderError) as caught:
+        try:
             await provider.complete(request)
-        assert isinstance(caught.value, self.expected_errors), (
-            f"expected one of {[c.__name__ for c in self.expected_errors]}, got {type(caught.value).__name__}"
+        except errors.ProviderError as exc:
+            error = exc
+        except Exception as exc:
+            pytest.fail(
+                f"the failure surfaced as a raw {type(exc).__name__} ({exc}); "
+                "map provider failures to taskloom.errors classes so the gateway can classify them"
+            )
+        else:
+            pytest.fail("the request that must fail succeeded")
+        assert isinstance(error, self.expected_errors), (
+            f"expected one of {[c.__name__ for c in self.expected_errors]}, got {type(error).__name__}: {error}"
         )
-        assert str(caught.value), "the error has no message"
+        assert str(error), "the error has no message"
 
     @pytest.mark.anyio
     async def test_cancellation_mid_stream(self, provider: Any) -> None:
