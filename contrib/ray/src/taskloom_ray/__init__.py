@@ -14,7 +14,6 @@ from taskloom import hookimpl
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
-
     from taskloom.config import Settings
 
     from .executor import RayExecutor

@@ -26,6 +26,9 @@ class RayConfig(BaseModel):
     )
     actors: int = Field(2, ge=1, description='Actors in the pool (mode = "actors").')
     actor_concurrency: int = Field(64, ge=1, description="Attempts one actor runs at once (async actor).")
+    restart_timeout: float = Field(
+        120.0, gt=0, description="Seconds to wait for Ray to restart a dead actor when no other actor is alive."
+    )
     max_in_flight: int | None = Field(None, ge=1, description="Attempts submitted to Ray at once (default: unlimited).")
     num_cpus: float = Field(1.0, ge=0, description="Ray CPUs each task (or each actor) takes.")
     num_gpus: float = Field(0.0, ge=0, description="Ray GPUs each task (or each actor) takes.")
@@ -39,6 +42,9 @@ class RayConfig(BaseModel):
     )
     runtime_env: dict[str, Any] | None = Field(
         None, description="Ray runtime environment (pip, env_vars, working_dir...), passed to Ray as is."
+    )
+    connect_timeout: float = Field(
+        10.0, gt=0, description="Seconds to wait for the cluster at a HOST:PORT address to answer before giving up."
     )
     namespace: str | None = Field(None, description="Ray namespace of the job.")
     worker_store: str | None = Field(

@@ -20,7 +20,6 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import anyio
-
 from taskloom.workflow.executor import TaskOutcome, TaskSpec
 
 from .config import RayConfig
@@ -56,6 +55,7 @@ class RayExecutor:
         self._options: dict[tuple[tuple[str, int], ...], Any] = {}
         self._actors: list[Any] = []
         self._load: list[int] = []
+        self._healthy: list[bool] = []
         self._resources: dict[str, dict[str, dict[str, int]]] = {}  # run id -> task id -> resources
 
     # ------------------------------------------------------------------ start-up
@@ -110,6 +110,8 @@ class RayExecutor:
                     kwargs["resources"] = dict(cfg.local_resources)
             where = f"the Ray cluster at {cfg.address!r}" if cfg.address else "a local Ray cluster"
             try:
+                if cfg.address is not None:
+                    _reachable(cfg.address, cfg.connect_timeout)
                 ray.init(**kwargs)
             except Exception as exc:
                 hint = (
@@ -118,7 +120,9 @@ class RayExecutor:
                     if cfg.address
                     else "see the Ray logs in /tmp/ray/session_latest/logs"
                 )
-                raise RayClusterError(f"{self.settings.where}: cannot start {where}: {type(exc).__name__}: {exc}; {hint}") from None
+                raise RayClusterError(
+                    f"{self.settings.where}: cannot start {where}: {type(exc).__name__}: {exc}; {hint}"
+                ) from None
             self._owns_cluster = True
             runtime_env = None  # job-level already
         from . import worker
@@ -129,10 +133,15 @@ class RayExecutor:
             self._remote = ray.remote(max_retries=0, **extra)(worker.run_task)
         else:
             actor_class = ray.remote(worker.KernelActor).options(
-                max_restarts=-1, max_task_retries=0, max_concurrency=cfg.actor_concurrency, **cfg.base_options(), **extra
+                max_restarts=-1,
+                max_task_retries=0,
+                max_concurrency=cfg.actor_concurrency,
+                **cfg.base_options(),
+                **extra,
             )
             self._actors = [actor_class.remote() for _ in range(cfg.actors)]
             self._load = [0] * cfg.actors
+            self._healthy = [True] * cfg.actors
 
     # ------------------------------------------------------------------ resources
 
@@ -175,7 +184,7 @@ class RayExecutor:
 
         actor = -1
         if self._actors:
-            actor = min(range(len(self._actors)), key=self._load.__getitem__)
+            actor = await self._ready_actor()
             self._load[actor] += 1
             ref = self._actors[actor].run.remote(self._config_key, self._config_ref, spec.model_dump(mode="json"))
         else:
@@ -192,6 +201,8 @@ class RayExecutor:
             lost = (rex.WorkerCrashedError, rex.RayActorError, rex.ObjectLostError, rex.NodeDiedError)
             oom = getattr(rex, "OutOfMemoryError", None)
             if isinstance(exc, lost) or (oom is not None and isinstance(exc, oom)):
+                if actor >= 0:
+                    self._healthy[actor] = False  # Ray restarts it; wait for that before using it again
                 raise WorkerLost(
                     f"task {spec.task_id!r} attempt {spec.attempt}: the Ray worker running it died "
                     f"({type(exc).__name__}); the task's retries decide whether it runs again"
@@ -209,6 +220,24 @@ class RayExecutor:
                 self._load[actor] -= 1
         return TaskOutcome.model_validate(data)
 
+    async def _ready_actor(self) -> int:
+        """The least loaded live actor; when every one died, wait until Ray restarted one."""
+        healthy = [i for i, ok in enumerate(self._healthy) if ok]
+        if healthy:
+            return min(healthy, key=self._load.__getitem__)
+        from ray import exceptions as rex
+
+        index = min(range(len(self._actors)), key=self._load.__getitem__)
+        with anyio.fail_after(self.config.restart_timeout):
+            while True:
+                try:
+                    await self._actors[index].pid.remote()
+                    break
+                except rex.RayActorError:  # still restarting
+                    await anyio.sleep(0.1)
+        self._healthy[index] = True
+        return index
+
     # ------------------------------------------------------------------ shutdown
 
     async def aclose(self) -> None:
@@ -225,11 +254,26 @@ class RayExecutor:
                 ray.kill(actor)
             except Exception as exc:  # already dead
                 log.debug("taskloom-ray: ray.kill failed: %s", exc)
-        self._actors, self._load, self._options = [], [], {}
+        self._actors, self._load, self._healthy, self._options = [], [], [], {}
         self._remote = self._config_ref = None
         if self._owns_cluster and ray.is_initialized():
             ray.shutdown()
         self._owns_cluster = False
+
+
+def _reachable(address: str, timeout: float) -> None:
+    """Fail fast on an address nothing listens at: Ray itself retries for minutes."""
+    import socket
+
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return  # "auto", "local" or a form Ray resolves itself
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise ConnectionError(f"nothing answers at {host}:{port} ({exc.strerror or exc})") from None
 
 
 __all__ = ["RayExecutor"]

@@ -1,0 +1,174 @@
+"""Workflows on a real local Ray cluster: end to end in both modes, a worker killed
+mid-task, a timed-out attempt, and a resumed run."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from ray_marker import MarkerPlugin
+from taskloom import load_kernel
+from taskloom.testing import register_plugin
+from taskloom.workflow import Workflow, WorkflowResult, resume_workflow, run_workflow
+from taskloom_ray.executor import RayExecutor
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.usefixtures("ray_cluster", "marker_plugin")]
+
+
+@pytest.fixture
+def marker_plugin() -> Any:
+    with register_plugin(MarkerPlugin(), "marker"):
+        yield
+
+
+def config(marker: Path | None = None, **ray: Any) -> dict[str, Any]:
+    models: dict[str, Any] = {"s": {"provider": "scripted", "default": "<{prompt}>"}}
+    if marker is not None:
+        models["m"] = {"provider": "marker", "marker": str(marker), "default": "recovered"}
+    return {
+        "taskloom": {"executor": "ray", "store": "memory", "cache": "none", "default_model": "s"},
+        "models": models,
+        "plugins": {"ray": ray},
+    }
+
+
+def diamond() -> Workflow:
+    wf = Workflow("diamond").agent("a", model="s", limits={"max_turns": 1})
+    wf.task("top", agent="a", prompt="top")
+    wf.task("left", agent="a", prompt="L {{ outputs.top }}", needs=["top"])
+    wf.task("right", agent="a", prompt="R {{ outputs.top }}", needs=["top"])
+    wf.task("bottom", agent="a", prompt="B {{ outputs.left }} {{ outputs.right }}", needs=["left", "right"])
+    return wf
+
+
+def check_diamond(result: WorkflowResult) -> None:
+    assert result.ok, result.run.error
+    out = {tid: r.output for tid, r in result.tasks.items()}
+    assert out == {"top": "<top>", "left": "<L <top>>", "right": "<R <top>>", "bottom": "<B <L <top>> <R <top>>>"}
+    assert all(r.attempts == 1 for r in result.tasks.values())
+    assert result.run.usage.total_tokens > 0, "the workers' usage came back to the driver"
+
+
+async def wait_for_pid(marker: Path, timeout: float = 60) -> int:
+    with anyio.fail_after(timeout):
+        while not marker.exists() or not marker.read_text():
+            await anyio.sleep(0.05)
+    return int(marker.read_text())
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_workflow_runs_end_to_end_on_ray_tasks() -> None:
+    kernel = load_kernel(config(mode="tasks", num_cpus=0.5, max_in_flight=2))
+    assert isinstance(kernel.executor, RayExecutor)
+    check_diamond(await run_workflow(kernel, diamond().build()))
+    assert not kernel._deployments, "no provider was created in the driver: the agents ran on Ray workers"
+    await kernel.aclose()
+
+
+async def test_workflow_runs_end_to_end_on_a_pool_of_actors() -> None:
+    kernel = load_kernel(config(mode="actors", actors=2, num_cpus=0.25))
+    check_diamond(await run_workflow(kernel, diamond().build()))
+    executor = kernel.executor
+    assert isinstance(executor, RayExecutor) and len(executor._actors) == 2
+    pids = {await actor.pid.remote() for actor in executor._actors}
+    assert len(pids) == 2 and os.getpid() not in pids
+    await kernel.aclose()
+    assert executor._actors == []
+
+
+async def test_task_resources_are_requested_from_ray(tmp_path: Path) -> None:
+    kernel = load_kernel(config(mode="tasks", num_cpus=0.5, resource_map={"cores": "CPU"}))
+    wf = Workflow("resources", resources={"cores": 2}).agent("a", model="s")
+    wf.task("one", agent="a", prompt="one", resources={"cores": 1})
+    wf.task("two", agent="a", prompt="two", resources={"cores": 1})
+    result = await run_workflow(kernel, wf.build())
+    assert result.ok, result.run.error
+    executor = kernel.executor
+    assert isinstance(executor, RayExecutor)
+    assert list(executor._options) == [(("cores", 1),)]
+    assert executor._resources[result.run.id] == {"one": {"cores": 1}, "two": {"cores": 1}}
+    await kernel.aclose()
+
+
+@pytest.mark.parametrize("mode", ["tasks", "actors"])
+async def test_a_worker_killed_mid_task_is_retried_by_the_engine(tmp_path: Path, mode: str) -> None:
+    marker = tmp_path / "pid"
+    kernel = load_kernel(config(marker, mode=mode, actors=1, num_cpus=0.5))
+    wf = Workflow("kill").agent("a", model="s").agent("slow", model="m")
+    wf.task("first", agent="a", prompt="first")
+    wf.task("victim", agent="slow", prompt="work on {{ outputs.first }}", needs=["first"], retries=1, backoff=0)
+    events: list[str] = []
+    kernel.emit = lambda event: events.append(f"{event.kind}:{event.task_id}:{event.data.get('error', '')}")  # type: ignore[method-assign]
+    kernel.has_sinks = True
+    results: list[WorkflowResult] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: _collect(results, run_workflow(kernel, wf.build())))
+        pid = await wait_for_pid(marker)
+        assert pid != os.getpid()
+        os.kill(pid, signal.SIGKILL)
+    (result,) = results
+    assert result.ok, result.run.error
+    victim = result.tasks["victim"]
+    assert victim.state == "succeeded" and victim.output == "recovered"
+    assert victim.attempts == 2
+    assert result.tasks["first"].attempts == 1
+    retries = [e for e in events if e.startswith("task.retry:victim")]
+    assert len(retries) == 1 and "WorkerLost" in retries[0] and "the Ray worker running it died" in retries[0]
+    await kernel.aclose()
+
+
+async def test_a_timed_out_attempt_is_cancelled_on_its_worker(tmp_path: Path) -> None:
+    marker = tmp_path / "pid"
+    kernel = load_kernel(config(marker, mode="tasks", num_cpus=0.5))
+    wf = Workflow("timeout").agent("slow", model="m")
+    wf.task("stuck", agent="slow", prompt="hang", timeout=3)
+    result = await run_workflow(kernel, wf.build())
+    assert not result.ok
+    assert result.tasks["stuck"].error == "timed out after 3 s"
+    pid = int(marker.read_text())
+    with anyio.fail_after(15):
+        while alive(pid):  # ray.cancel(force=True) kills the worker that runs the attempt
+            await anyio.sleep(0.1)
+    await kernel.aclose()
+
+
+async def test_an_interrupted_run_resumes_with_the_ray_executor(tmp_path: Path) -> None:
+    marker = tmp_path / "pid"
+    kernel = load_kernel(config(marker, mode="tasks", num_cpus=0.5))
+    wf = Workflow("resume").agent("a", model="s").agent("slow", model="m")
+    wf.task("first", agent="a", prompt="first")
+    wf.task("second", agent="slow", prompt="after {{ outputs.first }}", needs=["first"])
+    wf.task("third", agent="a", prompt="end {{ outputs.second }}", needs=["second"])
+    results: list[WorkflowResult] = []
+    with anyio.CancelScope() as scope:  # the driver is stopped (Ctrl-C) while "second" runs
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: _collect(results, run_workflow(kernel, wf.build(), run_id="r-1")))
+            await wait_for_pid(marker)
+            scope.cancel()
+    run = await kernel.store.get_run("r-1")
+    assert run is not None and run.status == "interrupted"
+    resumed = await resume_workflow(kernel, "r-1")
+    assert resumed.ok, resumed.run.error
+    assert resumed.tasks["first"].attempts == 1, "a finished task is not rerun"
+    assert resumed.tasks["second"].output == "recovered"
+    assert resumed.tasks["third"].output == "<end recovered>"
+    await kernel.aclose()
+
+
+async def _collect(results: list[WorkflowResult], coro: Any) -> None:
+    results.append(await coro)
+
+
+def test_the_cluster_has_two_cpus(ray_cluster: Any) -> None:
+    assert ray_cluster.cluster_resources()["CPU"] == 2
