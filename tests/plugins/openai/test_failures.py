@@ -7,10 +7,13 @@ import json
 import logging
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from taskloom import hookimpl, load_kernel
+from taskloom.cli import main
 from taskloom.config import ModelConfig
 from taskloom.errors import (
     AuthenticationError,
@@ -367,3 +370,20 @@ async def test_the_key_never_leaks(fake_server: FakeServer, with_key: str, caplo
     assert sink.events, "the sink saw the failures"
     for text in texts:
         assert with_key not in text
+
+
+def test_models_list_command(fake_server: FakeServer, tmp_path: Path) -> None:
+    """``taskloom models --list --json`` asks GET /models through the plugin."""
+    fake_server.replies["cli"] = Reply(
+        200, JSON, jbody({"object": "list", "data": [{"id": "m-small"}, {"id": "m-big"}]})
+    )
+    config = tmp_path / "taskloom.toml"
+    config.write_text(
+        f'[taskloom]\nstore = "memory"\n\n[models.srv]\nprovider = "openai"\nmodel = "m"\n'
+        f'base_url = "{fake_server.url("cli")}"\ncontext_window = 4096\n'
+    )
+    result = CliRunner().invoke(main, ["--config", str(config), "models", "--list", "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    [row] = [r for r in json.loads(result.stdout) if r["alias"] == "srv"]
+    assert row["provider"] == "openai" and row["available"] == ["m-big", "m-small"]
+    assert row["capabilities"]["context_window"] == 4096 and row["capabilities"]["embeddings"] is True
