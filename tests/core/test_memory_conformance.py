@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from taskloom.builtin.memory_cache import MemoryCache
 from taskloom.builtin.memory_store import MemoryStore
 from taskloom.testing.cache_conformance import CacheConformance, CacheFactory

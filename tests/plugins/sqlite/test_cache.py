@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from taskloom import load_kernel
 from taskloom.types import Message, ModelRequest
 from taskloom_sqlite.cache import SCHEMA, SqliteCache

@@ -15,7 +15,6 @@ from typing import Any
 import anyio
 import pytest
 from click.testing import CliRunner
-
 from taskloom.cli import main
 from taskloom.records import RunRecord, TaskRecord, ToolCallRecord
 from taskloom.testing.store_conformance import make_call
@@ -147,7 +146,7 @@ def test_rounding_to_cents_keeps_the_invariant_where_naive_rounding_breaks() -> 
     report = build_cost_report(run, calls, [], "task", places=2)
     assert [r.cost for r in report.rows] == [Decimal("0.00")] * 3
     assert report.total == Decimal("0.00") and report.total_exact == Decimal("0.012")
-    report = build_cost_report(run, calls + [make_call(run_id="r", task_id="t3", cost=Cost(total=Decimal("0.005")))],
+    report = build_cost_report(run, [*calls, make_call(run_id="r", task_id="t3", cost=Cost(total=Decimal("0.005")))],
                                [], "task", places=2)
     assert Decimal("0.00") in [r.cost for r in report.rows]  # 0.005 rounds half to even: 0.00
     assert report.total == sum(r.cost for r in report.rows)

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from taskloom.testing.cache_conformance import CacheConformance, CacheFactory
 from taskloom.testing.store_conformance import StoreConformance, StoreFactory
 from taskloom_sqlite.cache import SqliteCache

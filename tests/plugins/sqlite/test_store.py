@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from taskloom import Agent, hookimpl, load_kernel, run_agent
 from taskloom.records import RunRecord, TaskRecord
 from taskloom.testing import register_plugin
@@ -273,6 +272,7 @@ async def test_sigkill_mid_write_leaves_a_consistent_database(tmp_path: Path) ->
 
 @pytest.mark.anyio
 async def test_gateway_records_calls_and_events(config: dict[str, Any]) -> None:
+    config["plugins"]["sqlite"]["record_events"] = True
     kernel = load_kernel(config)
     try:
         store = kernel.store

@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("taskloom.workflow")
 
-from .conftest import write_toml  # noqa: E402
+from .conftest import write_toml
 
 WORKFLOW = """
 [workflow]
@@ -57,7 +57,6 @@ def _run_in_subprocess(config: Path, *args: str) -> subprocess.CompletedProcess[
 
 def _taskloom(config: Path, *args: str) -> Any:
     from click.testing import CliRunner
-
     from taskloom.cli import main
 
     result = CliRunner().invoke(main, ["--config", str(config), *args])

@@ -11,7 +11,6 @@ from decimal import Decimal
 from typing import Any, get_args
 
 import click
-
 from taskloom.cli import echo_json, run_async
 
 from .report import GroupBy, RunDetail, RunSummary, TaskNode, Totals, cost_report, quantize, run_detail, summarize_runs

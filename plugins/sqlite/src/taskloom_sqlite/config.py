@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-
 from taskloom.config import Settings
 
 NAME = "sqlite"
@@ -31,7 +30,9 @@ class SqliteConfig(BaseModel):
         description="Run store durability: normal survives any process crash; full also survives power loss "
         "(one fsync per commit).",
     )
-    record_events: bool = Field(True, description="Keep every event in the run store (when it is the sqlite one).")
+    record_events: bool = Field(
+        False, description="Also keep every event in the run store (when it is the sqlite one); costs CPU on big runs."
+    )
     tool_prices: dict[str, Decimal] = Field(
         default_factory=dict, description='USD per call of a tool, e.g. { "web.search" = 0.005 }.'
     )

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel
-
 from taskloom import hookimpl
 from taskloom.config import Settings
 from taskloom.types import Cost, Event

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from pydantic_core import to_json
-
 from taskloom.records import CallRecord, RunRecord, TaskRecord, ToolCallRecord
 from taskloom.types import Event
 
@@ -216,9 +215,12 @@ class SqliteStore:
 
     def post_event(self, event: Event) -> None:
         """Queue an event without waiting (for the synchronous progress-sink hook)."""
-        row = (event.time, event.kind, event.run_id, event.task_id, event.agent,
-               to_json(event.data, fallback=str).decode())
-        self._worker.post(lambda conn: conn.execute(_INSERT_EVENT, row))
+        # Serialised on the writer thread: the event is not changed after it is emitted.
+        def job(conn: sqlite3.Connection) -> None:
+            data = to_json(event.data, fallback=str).decode()
+            conn.execute(_INSERT_EVENT, (event.time, event.kind, event.run_id, event.task_id, event.agent, data))
+
+        self._worker.post(job)
 
     async def get_calls(self, run_id: str) -> list[CallRecord]:
         def job(conn: sqlite3.Connection) -> list[str]:
