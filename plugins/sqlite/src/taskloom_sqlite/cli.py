@@ -13,7 +13,7 @@ from typing import Any, get_args
 import click
 from taskloom.cli import echo_json, run_async
 
-from .report import GroupBy, RunDetail, RunSummary, TaskNode, Totals, cost_report, quantize, run_detail, summarize_runs
+from .report import GroupBy, RunDetail, RunSummary, TaskNode, cost_report, quantize, run_detail, summarize_runs
 
 
 def _when(ts: float | None) -> str:
@@ -158,7 +158,7 @@ def cost(ctx: click.Context, run_id: str, by: GroupBy, fmt: str, places: int) ->
         t = row.totals
         table.add_row(row.key, str(t.model_calls), str(t.tool_calls), f"{t.input_tokens:,}", f"{t.output_tokens:,}",
                       f"{row.cost}{'+?' if t.unpriced else ''}")
-    t: Totals = report.totals
+    t = report.totals
     table.columns[0].footer = "TOTAL"
     for column, value in zip(table.columns[1:5], (t.model_calls, t.tool_calls, t.input_tokens, t.output_tokens),
                              strict=True):
