@@ -1,8 +1,9 @@
 """The driver side: submits each attempt's :class:`TaskSpec` to Ray and awaits its outcome.
 
 The scheduler (retries, timeouts, checkpoints, compensation) stays in the driver. An
-attempt crosses to Ray as plain data (the spec as JSON, plus a reference to the driver's
-configuration, put in the object store once) and comes back as a :class:`TaskOutcome`
+attempt crosses to Ray as plain data (the spec as JSON, plus the driver's configuration:
+given to each actor once, or sent inline with each Ray task, which Ray does cheaply for
+small arguments) and comes back as a :class:`TaskOutcome`
 dict. Ray's own retries are off (``max_retries=0``, ``max_task_retries=0``), so the
 workflow's retry policy is the only one: a worker that dies mid-attempt raises
 :class:`WorkerLost`, which the scheduler counts as a failed attempt and retries.
@@ -50,7 +51,6 @@ class RayExecutor:
         self._start_error: RayClusterError | None = None
         self._start_lock: anyio.Lock | None = None
         self._limit: anyio.Semaphore | None = None
-        self._config_ref: Any = None
         self._remote: Any = None  # the ray.remote task function
         self._options: dict[tuple[tuple[str, int], ...], Any] = {}
         self._actors: list[Any] = []
@@ -127,7 +127,6 @@ class RayExecutor:
             runtime_env = None  # job-level already
         from . import worker
 
-        self._config_ref = ray.put(self._config_data)
         extra: dict[str, Any] = {"runtime_env": runtime_env} if runtime_env is not None else {}
         if cfg.mode == "tasks":
             self._remote = ray.remote(max_retries=0, **extra)(worker.run_task)
@@ -139,7 +138,7 @@ class RayExecutor:
                 **cfg.base_options(),
                 **extra,
             )
-            self._actors = [actor_class.remote() for _ in range(cfg.actors)]
+            self._actors = [actor_class.remote(self._config_key, self._config_data) for _ in range(cfg.actors)]
             self._load = [0] * cfg.actors
             self._healthy = [True] * cfg.actors
 
@@ -167,7 +166,7 @@ class RayExecutor:
         remote = self._options.get(signature)
         if remote is None:
             remote = self._options[signature] = self._remote.options(**self.config.task_options(dict(signature)))
-        return remote.remote(self._config_key, self._config_ref, spec.model_dump(mode="json"))
+        return remote.remote(self._config_key, self._config_data, spec.model_dump(mode="json"))
 
     # ------------------------------------------------------------------ one attempt
 
@@ -186,7 +185,7 @@ class RayExecutor:
         if self._actors:
             actor = await self._ready_actor()
             self._load[actor] += 1
-            ref = self._actors[actor].run.remote(self._config_key, self._config_ref, spec.model_dump(mode="json"))
+            ref = self._actors[actor].run.remote(spec.model_dump(mode="json"))
         else:
             ref = await self._submit_task(spec, kernel)
         try:
@@ -255,7 +254,7 @@ class RayExecutor:
             except Exception as exc:  # already dead
                 log.debug("taskloom-ray: ray.kill failed: %s", exc)
         self._actors, self._load, self._healthy, self._options = [], [], [], {}
-        self._remote = self._config_ref = None
+        self._remote = None
         if self._owns_cluster and ray.is_initialized():
             ray.shutdown()
         self._owns_cluster = False

@@ -99,10 +99,15 @@ def run_task(key: str, config: dict[str, Any], spec_data: dict[str, Any]) -> dic
 
 class KernelActor:
     """The actor of ``actors`` mode (wrapped with ``ray.remote``): async, so one actor runs
-    many attempts at once on its event loop, with its kernel, providers and models warm."""
+    many attempts at once on its event loop, with its kernel, providers and models warm.
+    The configuration is given once, when the actor starts (and again when Ray restarts it)."""
 
-    async def run(self, key: str, config: dict[str, Any], spec_data: dict[str, Any]) -> dict[str, Any]:
-        return await run_attempt(key, config, spec_data)
+    def __init__(self, key: str, config: dict[str, Any]) -> None:
+        self.key = key
+        self.config = config
+
+    async def run(self, spec_data: dict[str, Any]) -> dict[str, Any]:
+        return await run_attempt(self.key, self.config, spec_data)
 
     async def pid(self) -> int:
         return os.getpid()
