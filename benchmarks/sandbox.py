@@ -27,10 +27,12 @@ from taskloom import load_kernel
 
 
 def kernel(isolation: str) -> Any:
-    return load_kernel({
-        "taskloom": {"plugins": ["sandbox", "memory-cache", "memory-store", "local-executor"], "store": "memory"},
-        "plugins": {"sandbox": {"isolation": isolation}},
-    })
+    return load_kernel(
+        {
+            "taskloom": {"plugins": ["sandbox", "memory-cache", "memory-store", "local-executor"], "store": "memory"},
+            "plugins": {"sandbox": {"isolation": isolation}},
+        }
+    )
 
 
 async def measure(isolation: str, runs: int) -> list[float]:

@@ -83,8 +83,9 @@ def dag_config(executor: str, store: str, folder: Path) -> dict[str, Any]:
     # so the only difference measured is the store itself.
     config["taskloom"]["plugins"].append("sqlite")
     if store == "sqlite":
-        config["plugins"] = {"sqlite": {"store_path": str(folder / f"runs-{time.monotonic_ns()}.sqlite"),
-                                        "record_events": RECORD_EVENTS}}
+        config["plugins"] = {
+            "sqlite": {"store_path": str(folder / f"runs-{time.monotonic_ns()}.sqlite"), "record_events": RECORD_EVENTS}
+        }
     return config
 
 
@@ -128,12 +129,16 @@ async def main(quick: bool, rounds: int) -> None:
         with register_plugin(dag.BenchPlugin(), "bench"):
             mem, sql = await store_overhead(folder, layers, width, rounds, zero=False)
             pct = (sql - mem) / mem * 100
-            print(f"store, {tasks:,}-task DAG (tasks 5-50 ms, full stack): memory {mem:.3f} s, sqlite {sql:.3f} s, "
-                  f"overhead {pct:+.1f}%")
+            print(
+                f"store, {tasks:,}-task DAG (tasks 5-50 ms, full stack): memory {mem:.3f} s, sqlite {sql:.3f} s, "
+                f"overhead {pct:+.1f}%"
+            )
             zmem, zsql = await store_overhead(folder, layers, width, rounds, zero=True)
             zpct = (zsql - zmem) / zmem * 100
-            print(f"store, {tasks:,}-task DAG (zero-duration tasks, worst case): memory {zmem:.3f} s, "
-                  f"sqlite {zsql:.3f} s, overhead {zpct:+.1f}% ({(zsql - zmem) / tasks * 1e6:.0f} us per task)")
+            print(
+                f"store, {tasks:,}-task DAG (zero-duration tasks, worst case): memory {zmem:.3f} s, "
+                f"sqlite {zsql:.3f} s, overhead {zpct:+.1f}% ({(zsql - zmem) / tasks * 1e6:.0f} us per task)"
+            )
     print(f"cache_hit_us={hit:.1f} cache_writes_per_s={sequential:.0f} store_overhead_pct={pct:.1f}")
 
 

@@ -20,11 +20,17 @@ pytestmark = pytest.mark.anyio
 
 
 def kernel(sandbox: dict[str, Any] | None = None, responses: list[Any] | None = None) -> Any:
-    return load_kernel({
-        "taskloom": {"plugins": ["sandbox", "scripted", "memory-store", "memory-cache", "local-executor"], "store": "memory", "default_model": "bot"},
-        "models": {"bot": {"provider": "scripted", "responses": responses or []}},
-        "plugins": {"sandbox": sandbox or {"limits": {"timeout_s": 5}}},
-    })
+    return load_kernel(
+        {
+            "taskloom": {
+                "plugins": ["sandbox", "scripted", "memory-store", "memory-cache", "local-executor"],
+                "store": "memory",
+                "default_model": "bot",
+            },
+            "models": {"bot": {"provider": "scripted", "responses": responses or []}},
+            "plugins": {"sandbox": sandbox or {"limits": {"timeout_s": 5}}},
+        }
+    )
 
 
 def test_tools_are_registered_per_enabled_language() -> None:
@@ -75,12 +81,16 @@ async def test_missing_bwrap_refusal_reaches_the_model_as_a_tool_error() -> None
 async def test_bwrap_that_cannot_create_namespaces_is_refused(tmp_path: Path) -> None:
     """A stand-in for a kernel with user namespaces disabled: a bwrap that fails like one."""
     fake = Path("/tmp") / f"fake-bwrap-{tmp_path.name}"
-    fake.write_text("#!/bin/sh\n[ \"$1\" = --help ] && exit 0\n"
-                    "echo 'bwrap: No permissions to create new namespace, likely because the kernel does not allow "
-                    "non-privileged user namespaces.' >&2\nexit 1\n")
+    fake.write_text(
+        '#!/bin/sh\n[ "$1" = --help ] && exit 0\n'
+        "echo 'bwrap: No permissions to create new namespace, likely because the kernel does not allow "
+        "non-privileged user namespaces.' >&2\nexit 1\n"
+    )
     fake.chmod(stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
     try:
-        with pytest.raises(SandboxUnavailable, match=r"cannot create a sandbox here: bwrap: No permissions.*user namespaces"):
+        with pytest.raises(
+            SandboxUnavailable, match=r"cannot create a sandbox here: bwrap: No permissions.*user namespaces"
+        ):
             await Sandbox(SandboxConfig(bwrap_path=str(fake))).run("python", "print(1)")
     finally:
         fake.unlink()
@@ -127,12 +137,21 @@ class NoBash:
 
 async def test_tool_calls_go_through_the_policy_hook(needs_bwrap: None) -> None:
     with register_plugin(NoBash(), "no-bash"):
-        k = load_kernel({
-            "taskloom": {"plugins": ["sandbox", "scripted", "memory-store", "memory-cache", "local-executor", "no-bash"], "store": "memory",
-                         "default_model": "bot"},
-            "models": {"bot": {"provider": "scripted", "responses": [
-                {"tool": "bash", "arguments": {"code": "echo ran-bash"}}, "done"]}},
-        })
+        k = load_kernel(
+            {
+                "taskloom": {
+                    "plugins": ["sandbox", "scripted", "memory-store", "memory-cache", "local-executor", "no-bash"],
+                    "store": "memory",
+                    "default_model": "bot",
+                },
+                "models": {
+                    "bot": {
+                        "provider": "scripted",
+                        "responses": [{"tool": "bash", "arguments": {"code": "echo ran-bash"}}, "done"],
+                    }
+                },
+            }
+        )
     result = await run_agent(k, Agent(model="bot", tools=["bash"]), "try bash")
     assert result.tool_calls[0].is_error and "bash is not allowed here" in result.tool_calls[0].result
     assert "exit code" not in result.tool_calls[0].result  # the code never ran
@@ -142,10 +161,12 @@ async def test_tool_calls_go_through_the_policy_hook(needs_bwrap: None) -> None:
 
 
 async def test_agent_uses_python_tool_end_to_end(needs_bwrap: None) -> None:
-    k = kernel(responses=[
-        {"tool": "python", "arguments": {"code": "import math\nprint(math.factorial(20))"}},
-        "20! is 2432902008176640000",
-    ])
+    k = kernel(
+        responses=[
+            {"tool": "python", "arguments": {"code": "import math\nprint(math.factorial(20))"}},
+            "20! is 2432902008176640000",
+        ]
+    )
     result = await run_agent(k, Agent(model="bot", tools=["python"]), "What is 20 factorial?")
     assert result.ok and result.text == "20! is 2432902008176640000"
     call = result.tool_calls[0]
@@ -157,19 +178,26 @@ async def test_agent_uses_python_tool_end_to_end(needs_bwrap: None) -> None:
 
 
 async def test_workflow_agent_uses_the_sandbox(needs_bwrap: None) -> None:
-    k = kernel(responses=[
-        {"tool": "bash", "arguments": {"code": "seq 1 10 | paste -sd+ | bc 2>/dev/null || echo $((1+2+3+4+5+6+7+8+9+10))"}},
-        "The sum is 55",
-        "Reported: 55",
-    ])
-    spec = parse_workflow({
-        "workflow": {"name": "sum"},
-        "agents": {"coder": {"model": "bot", "tools": ["bash"]}, "writer": {"model": "bot"}},
-        "tasks": [
-            {"id": "compute", "agent": "coder", "prompt": "Add 1..10 with bash"},
-            {"id": "report", "agent": "writer", "prompt": "Report: {{ outputs.compute }}", "needs": ["compute"]},
-        ],
-    })
+    k = kernel(
+        responses=[
+            {
+                "tool": "bash",
+                "arguments": {"code": "seq 1 10 | paste -sd+ | bc 2>/dev/null || echo $((1+2+3+4+5+6+7+8+9+10))"},
+            },
+            "The sum is 55",
+            "Reported: 55",
+        ]
+    )
+    spec = parse_workflow(
+        {
+            "workflow": {"name": "sum"},
+            "agents": {"coder": {"model": "bot", "tools": ["bash"]}, "writer": {"model": "bot"}},
+            "tasks": [
+                {"id": "compute", "agent": "coder", "prompt": "Add 1..10 with bash"},
+                {"id": "report", "agent": "writer", "prompt": "Report: {{ outputs.compute }}", "needs": ["compute"]},
+            ],
+        }
+    )
     result = await run_workflow(k, spec)
     assert result.status == "succeeded", result.run.error
     tool_message = k.provider("bot").requests[1].messages[-1]

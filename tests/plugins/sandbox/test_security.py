@@ -28,7 +28,9 @@ def everything(result: SandboxResult) -> str:
 # ---------------------------------------------------------------- resources
 
 
-async def test_fork_bomb_is_contained(sandbox_with: Callable[..., Sandbox], host_processes: Callable[[str], list[int]]) -> None:
+async def test_fork_bomb_is_contained(
+    sandbox_with: Callable[..., Sandbox], host_processes: Callable[[str], list[int]]
+) -> None:
     sandbox = sandbox_with(limits={"timeout_s": 1.5, "processes": 16, "cpu_s": 5})
     peak = 0
     done = anyio.Event()
@@ -175,7 +177,9 @@ async def test_control_writing_outside_works_without_isolation(unsafe_sandbox: S
 
 
 async def test_workdir_is_fresh_and_removed(sandbox: Sandbox) -> None:
-    first = await sandbox.run("python", "import os\nprint(os.listdir('.'))\nopen('left', 'w').write('x')\nprint(os.getcwd())")
+    first = await sandbox.run(
+        "python", "import os\nprint(os.listdir('.'))\nopen('left', 'w').write('x')\nprint(os.getcwd())"
+    )
     second = await sandbox.run("python", "import os\nprint(os.listdir('.'))")
     assert first.stdout.splitlines() == ["[]", "/work"] and second.stdout.strip() == "[]"
     assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob("taskloom-sandbox-*/work/left"))
@@ -199,8 +203,15 @@ for path in ["secret_link", "folder_link/secret.txt", "sub/chain"]:
 
 async def test_symlinks_out_of_workdir_lead_nowhere(sandbox: Sandbox, secret_file) -> None:  # type: ignore[no-untyped-def]
     code = _SYMLINKS.format(secret=str(secret_file.path), folder=str(secret_file.path.parent))
-    asked = ["secret_link", "folder_link/secret.txt", "sub/chain", "root_link/etc/passwd", "../secret.txt",
-             str(secret_file.path), "proc_root/etc/hostname"]
+    asked = [
+        "secret_link",
+        "folder_link/secret.txt",
+        "sub/chain",
+        "root_link/etc/passwd",
+        "../secret.txt",
+        str(secret_file.path),
+        "proc_root/etc/hostname",
+    ]
     result = await sandbox.run("python", code, return_files=asked)
     assert secret_file.token not in everything(result)
     kinds = {f.path: f.kind for f in result.files}

@@ -14,7 +14,9 @@ def config(tmp_path: Path) -> dict[str, Any]:
     """Kernel config: the sqlite store and cache in tmp_path, a scripted model with a price."""
     return {
         "taskloom": {"store": "sqlite", "cache": "sqlite", "default_model": "fake"},
-        "models": {"fake": {"provider": "scripted", "default": "echo: {prompt}", "price": {"input": 1.0, "output": 2.0}}},
+        "models": {
+            "fake": {"provider": "scripted", "default": "echo: {prompt}", "price": {"input": 1.0, "output": 2.0}}
+        },
         "plugins": {
             "sqlite": {
                 "store_path": str(tmp_path / "runs.sqlite"),

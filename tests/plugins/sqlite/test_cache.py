@@ -35,7 +35,9 @@ async def test_garbage_file_is_moved_aside(tmp_path: Path, caplog: pytest.LogCap
 
 
 @pytest.mark.anyio
-async def test_damaged_pages_never_fail_and_the_file_is_replaced(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_damaged_pages_never_fail_and_the_file_is_replaced(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "cache.sqlite"
     cache = SqliteCache(path)
     for i in range(200):
@@ -63,8 +65,9 @@ async def test_damaged_pages_never_fail_and_the_file_is_replaced(tmp_path: Path,
 
 
 @pytest.mark.anyio
-async def test_missing_directory_turns_the_cache_off_with_a_warning(tmp_path: Path,
-                                                                      caplog: pytest.LogCaptureFixture) -> None:
+async def test_missing_directory_turns_the_cache_off_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "missing" / "cache.sqlite"
     with caplog.at_level(logging.WARNING, logger="taskloom.sqlite"):
         cache = SqliteCache(path)
@@ -176,5 +179,6 @@ async def test_several_processes_share_the_file_and_the_counters(tmp_path: Path)
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert conn.execute("SELECT count(*), sum(size) FROM entries").fetchone() == (
-            stats["entries"], stats["bytes"]
+            stats["entries"],
+            stats["bytes"],
         ), "the entries/bytes counters agree with the table"

@@ -35,29 +35,65 @@ def _populate(path: Path, seed: int = 3) -> dict[str, Any]:
 
     async def main() -> None:
         store = SqliteStore(path)
-        spec = {"tasks": [{"id": "plan"}, {"id": "a", "needs": ["plan"]}, {"id": "b", "needs": ["plan"]},
-                          {"id": "join", "needs": ["a", "b"]}]}
-        run = RunRecord(id="r-1", workflow="demo", started_at=time.time() - 30, finished_at=time.time(),
-                        status="succeeded", spec=spec)
+        spec = {
+            "tasks": [
+                {"id": "plan"},
+                {"id": "a", "needs": ["plan"]},
+                {"id": "b", "needs": ["plan"]},
+                {"id": "join", "needs": ["a", "b"]},
+            ]
+        }
+        run = RunRecord(
+            id="r-1",
+            workflow="demo",
+            started_at=time.time() - 30,
+            finished_at=time.time(),
+            status="succeeded",
+            spec=spec,
+        )
         await store.create_run(run)
         await store.create_run(RunRecord(id="r-0", workflow="older", started_at=time.time() - 3600))
         for tid in ("plan", "a", "b", "join"):
-            await store.save_task(TaskRecord(run_id="r-1", task_id=tid, state="succeeded", attempts=1 + (tid == "b"),
-                                             agent="writer", started_at=1.0, finished_at=2.5))
+            await store.save_task(
+                TaskRecord(
+                    run_id="r-1",
+                    task_id=tid,
+                    state="succeeded",
+                    attempts=1 + (tid == "b"),
+                    agent="writer",
+                    started_at=1.0,
+                    finished_at=2.5,
+                )
+            )
         await store.save_task(TaskRecord(run_id="r-1", task_id="undo-b", state="compensated", compensation_of="b"))
         for n in range(120):
             alias, model = rng.choice(MODELS)
             total = Decimal(rng.randint(1, 9999)) / Decimal(10**7)  # $0.0000001 .. $0.0009999
             usage = Usage(input_tokens=rng.randint(1, 500), output_tokens=rng.randint(1, 200))
-            call = make_call(run_id="r-1", task_id=rng.choice(["plan", "a", "b", "join", None]), n=n,
-                             agent=rng.choice(AGENTS), alias=alias, model=model, usage=usage, cost=Cost(total=total))
+            call = make_call(
+                run_id="r-1",
+                task_id=rng.choice(["plan", "a", "b", "join", None]),
+                n=n,
+                agent=rng.choice(AGENTS),
+                alias=alias,
+                model=model,
+                usage=usage,
+                cost=Cost(total=total),
+            )
             await store.record_call(call)
             expected["tokens"] += usage.total_tokens
             expected["cost"] += total
         for n in range(15):
             price = Decimal("0.005") if n % 2 else Decimal("0.0015")
-            await store.record_tool_call(ToolCallRecord(run_id="r-1", task_id=rng.choice(["a", "b"]), agent="writer",
-                                                        name=rng.choice(["web.search", "add"]), cost=price))
+            await store.record_tool_call(
+                ToolCallRecord(
+                    run_id="r-1",
+                    task_id=rng.choice(["a", "b"]),
+                    agent="writer",
+                    name=rng.choice(["web.search", "add"]),
+                    cost=price,
+                )
+            )
             expected["cost"] += price
         await store.record_call(make_call(run_id="r-1", task_id="a", n=999, cost=Cost.unpriced(), usage=Usage()))
         await store.aclose()
@@ -134,8 +170,10 @@ def test_cost_totals_equal_the_sum_of_rows(cli: Any, tmp_path: Path, by: str) ->
 
     text = cli("cost", "r-1", "--by", by, "--places", "2")
     lines = [line.strip() for line in text.splitlines()]
-    shown = [next(line for line in lines if line.startswith(row["key"] + " ")).split()[-1].rstrip("+?")
-             for row in json.loads(cli("cost", "r-1", "--by", by, "--format", "json", "--places", "2"))["rows"]]
+    shown = [
+        next(line for line in lines if line.startswith(row["key"] + " ")).split()[-1].rstrip("+?")
+        for row in json.loads(cli("cost", "r-1", "--by", by, "--format", "json", "--places", "2"))["rows"]
+    ]
     total = next(line for line in lines if line.startswith("TOTAL")).split()[-1].rstrip("+?")
     assert Decimal(total) == sum(Decimal(x) for x in shown)
 
@@ -146,8 +184,9 @@ def test_rounding_to_cents_keeps_the_invariant_where_naive_rounding_breaks() -> 
     report = build_cost_report(run, calls, [], "task", places=2)
     assert [r.cost for r in report.rows] == [Decimal("0.00")] * 3
     assert report.total == Decimal("0.00") and report.total_exact == Decimal("0.012")
-    report = build_cost_report(run, [*calls, make_call(run_id="r", task_id="t3", cost=Cost(total=Decimal("0.005")))],
-                               [], "task", places=2)
+    report = build_cost_report(
+        run, [*calls, make_call(run_id="r", task_id="t3", cost=Cost(total=Decimal("0.005")))], [], "task", places=2
+    )
     assert Decimal("0.00") in [r.cost for r in report.rows]  # 0.005 rounds half to even: 0.00
     assert report.total == sum(r.cost for r in report.rows)
 
@@ -155,8 +194,16 @@ def test_rounding_to_cents_keeps_the_invariant_where_naive_rounding_breaks() -> 
 def test_cost_report_covers_every_call_once() -> None:
     rng = random.Random(11)
     run = RunRecord(id="r", workflow="w", started_at=0)
-    calls = [make_call(run_id="r", task_id=rng.choice(["a", "b", None]), agent=rng.choice(AGENTS), n=i,
-                       cost=Cost(total=Decimal(rng.randint(0, 10**6)) / 10**9)) for i in range(300)]
+    calls = [
+        make_call(
+            run_id="r",
+            task_id=rng.choice(["a", "b", None]),
+            agent=rng.choice(AGENTS),
+            n=i,
+            cost=Cost(total=Decimal(rng.randint(0, 10**6)) / 10**9),
+        )
+        for i in range(300)
+    ]
     tools = [ToolCallRecord(run_id="r", name=rng.choice(["x", "y"]), cost=Decimal("0.001")) for _ in range(20)]
     exact = sum((c.cost.total for c in calls), Decimal(0)) + Decimal("0.020")
     for by in ("task", "agent", "model", "tool"):

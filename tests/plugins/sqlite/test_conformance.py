@@ -19,8 +19,9 @@ class TestSqliteCache(CacheConformance):
     @pytest.fixture
     def make_cache(self, tmp_path: Path) -> CacheFactory:
         def make(max_entries: int | None = None, max_bytes: int | None = None, **_: Any) -> SqliteCache:
-            return SqliteCache(tmp_path / "cache.sqlite", max_entries=max_entries or 10_000,
-                               max_bytes=max_bytes or 64 * 1024 * 1024)
+            return SqliteCache(
+                tmp_path / "cache.sqlite", max_entries=max_entries or 10_000, max_bytes=max_bytes or 64 * 1024 * 1024
+            )
 
         return make
 

@@ -206,8 +206,11 @@ _WRITER = textwrap.dedent(
 
 
 def _writer(path: Path, name: str, runs: int, tasks: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", _WRITER, str(path), name, str(runs), str(tasks)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(path), name, str(runs), str(tasks)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 @pytest.mark.anyio
@@ -286,9 +289,10 @@ async def test_gateway_records_calls_and_events(config: dict[str, Any]) -> None:
         await store.flush()
         calls = await store.get_calls("r1")
         assert [c.cached for c in calls] == [False, True]
-        assert calls[0].cost.total == Decimal(calls[0].usage.input_tokens) / 1_000_000 + Decimal(
-            calls[0].usage.output_tokens * 2
-        ) / 1_000_000
+        assert (
+            calls[0].cost.total
+            == Decimal(calls[0].usage.input_tokens) / 1_000_000 + Decimal(calls[0].usage.output_tokens * 2) / 1_000_000
+        )
         assert calls[0].request_hash and calls[0].request_hash == calls[1].request_hash
         events = await store.get_events("r1")
         assert [e.kind for e in events].count("model.call") == 2

@@ -51,8 +51,9 @@ needs = ["left", "right"]
 
 def _run_in_subprocess(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     code = "import sys; from taskloom.cli import main; sys.exit(main())"
-    return subprocess.run([sys.executable, "-c", code, "--config", str(config), *args],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", code, "--config", str(config), *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def _taskloom(config: Path, *args: str) -> Any:

@@ -30,8 +30,12 @@ StoreFactory = Callable[[], RunStore]
 
 
 def make_run(run_id: str = "run-1", started_at: float | None = None, **fields: object) -> RunRecord:
-    return RunRecord(id=run_id, workflow=str(fields.pop("workflow", "wf")),
-                     started_at=started_at if started_at is not None else time.time(), **fields)
+    return RunRecord(
+        id=run_id,
+        workflow=str(fields.pop("workflow", "wf")),
+        started_at=started_at if started_at is not None else time.time(),
+        **fields,
+    )
 
 
 def make_call(run_id: str | None = "run-1", task_id: str | None = "t1", n: int = 0, **fields: object) -> CallRecord:

@@ -78,7 +78,7 @@ def find_bwrap(config: SandboxConfig) -> str:
         raise SandboxUnavailable(
             f"the sandbox cannot isolate code: bubblewrap ({config.bwrap_path!r}) is not installed or not executable. "
             "Install it (Debian/Ubuntu: apt-get install bubblewrap, or run .ci/install-system-deps.sh), "
-            "point [plugins.sandbox] bwrap_path at it, or set isolation = \"none\" (UNSAFE: no isolation)"
+            'point [plugins.sandbox] bwrap_path at it, or set isolation = "none" (UNSAFE: no isolation)'
         )
     return path
 
@@ -89,8 +89,15 @@ def bwrap_command(
     """The full ``bwrap ... -- command`` argument list."""
     args = [
         bwrap,
-        "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-        "--die-with-parent", "--new-session", "--hostname", "sandbox",
+        "--unshare-user",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--die-with-parent",
+        "--new-session",
+        "--hostname",
+        "sandbox",
     ]
     if disable_userns:
         args.append("--disable-userns")
@@ -110,15 +117,29 @@ def bwrap_command(
     for path in config.ro_paths:
         args += ["--ro-bind", path, path]
     args += [
-        "--ro-bind", str(layout.passwd), "/etc/passwd",
-        "--ro-bind", str(layout.group), "/etc/group",
-        "--proc", "/proc",
-        "--dev", "/dev",
-        "--bind", str(layout.tmp), "/tmp",
-        "--bind", str(layout.work), WORKDIR,
-        "--ro-bind", str(layout.script_dir), SCRIPT_DIR,
-        "--remount-ro", "/",
-        "--chdir", WORKDIR,
+        "--ro-bind",
+        str(layout.passwd),
+        "/etc/passwd",
+        "--ro-bind",
+        str(layout.group),
+        "/etc/group",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--bind",
+        str(layout.tmp),
+        "/tmp",
+        "--bind",
+        str(layout.work),
+        WORKDIR,
+        "--ro-bind",
+        str(layout.script_dir),
+        SCRIPT_DIR,
+        "--remount-ro",
+        "/",
+        "--chdir",
+        WORKDIR,
         "--",
     ]
     return args + command

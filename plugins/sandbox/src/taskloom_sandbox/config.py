@@ -24,7 +24,9 @@ class Limits(BaseModel):
     timeout_s: float = Field(10.0, gt=0, le=3600, allow_inf_nan=False, description="Wall-clock seconds.")
     cpu_s: int = Field(10, ge=1, le=3600, description="CPU seconds (RLIMIT_CPU).")
     memory_mb: int = Field(512, ge=32, le=1_048_576, description="Address space in MiB (RLIMIT_AS).")
-    file_size_mb: int = Field(16, ge=1, le=1_048_576, description="Largest file the code may write, MiB (RLIMIT_FSIZE).")
+    file_size_mb: int = Field(
+        16, ge=1, le=1_048_576, description="Largest file the code may write, MiB (RLIMIT_FSIZE)."
+    )
     processes: int = Field(64, ge=2, le=10_000, description="Processes and threads (RLIMIT_NPROC).")
     output_bytes: int = Field(64_000, ge=1, le=64 * 1024 * 1024, description="Bytes kept of stdout and of stderr each.")
 
@@ -54,7 +56,8 @@ class LimitOverrides(BaseModel):
             values[name] = value
         if looser:
             raise LimitError(
-                "per-call limits may only tighten the configured ones: " + "; ".join(looser)
+                "per-call limits may only tighten the configured ones: "
+                + "; ".join(looser)
                 + " (raise the default in [plugins.sandbox.limits] to allow more)"
             )
         return Limits.model_validate(values)

@@ -163,7 +163,7 @@ def _split(rel: str) -> list[str]:
 
 
 def _relative(path: str) -> str:
-    return path[len("/work/"):] if path.startswith("/work/") else path
+    return path[len("/work/") :] if path.startswith("/work/") else path
 
 
 def attach_contents(work: Path, files: list[FileInfo], wanted: bool | list[str], budget: int) -> list[str]:
@@ -182,7 +182,9 @@ def attach_contents(work: Path, files: list[FileInfo], wanted: bool | list[str],
         info = by_path.get(key)
         if info is None or info.kind != "file":
             kind = f"a {info.kind}" if info else "not found"
-            notes.append(f"content of {rel!r} not returned: {kind} (only regular files are read; links are never followed)")
+            notes.append(
+                f"content of {rel!r} not returned: {kind} (only regular files are read; links are never followed)"
+            )
             continue
         try:
             data, truncated = read_beneath(work, key, max(budget, 0))

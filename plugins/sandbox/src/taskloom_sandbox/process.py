@@ -37,8 +37,15 @@ class Child:
         cls, command: Sequence[str], *, env: Mapping[str, str], cwd: str | None, spawn: Mapping[str, Any]
     ) -> Child:
         popen = subprocess.Popen(
-            list(command), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=dict(env), cwd=cwd, start_new_session=True, close_fds=True, **spawn,
+            list(command),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(env),
+            cwd=cwd,
+            start_new_session=True,
+            close_fds=True,
+            **spawn,
         )
         return cls(popen)
 

@@ -115,7 +115,9 @@ class Sandbox:
             with anyio.fail_after(_PROBE_TIMEOUT_S):
                 done = await anyio.run_process(command, check=False, **self._spawn_options())
         except TimeoutError:
-            raise SandboxUnavailable(f"bubblewrap ({path}) did not start a sandbox within {_PROBE_TIMEOUT_S:g} s") from None
+            raise SandboxUnavailable(
+                f"bubblewrap ({path}) did not start a sandbox within {_PROBE_TIMEOUT_S:g} s"
+            ) from None
         except OSError as exc:
             raise SandboxUnavailable(f"bubblewrap ({path}) could not be started: {exc}") from None
         finally:
@@ -126,7 +128,7 @@ class Sandbox:
                 f"bubblewrap ({path}) is installed but cannot create a sandbox here: {detail}. Usually unprivileged "
                 "user namespaces are disabled (enable them: sysctl user.max_user_namespaces=10000, "
                 "kernel.unprivileged_userns_clone=1, or kernel.apparmor_restrict_unprivileged_userns=0), "
-                "or set [plugins.sandbox] isolation = \"none\" (UNSAFE: no isolation)"
+                'or set [plugins.sandbox] isolation = "none" (UNSAFE: no isolation)'
             )
         return path
 
@@ -170,8 +172,10 @@ class Sandbox:
         effective = self.limits_for(limits)
         interpreter = self.config.python_path if language == "python" else self.config.bash_path
         if not os.path.exists(interpreter):
-            raise SandboxError(f"the {language} interpreter {interpreter!r} does not exist; set [plugins.sandbox] "
-                               f"{'python' if language == 'python' else 'bash'}_path")
+            raise SandboxError(
+                f"the {language} interpreter {interpreter!r} does not exist; set [plugins.sandbox] "
+                f"{'python' if language == 'python' else 'bash'}_path"
+            )
         bwrap = await self._bwrap()
         root = Path(self.config.work_root) if self.config.work_root else Path(tempfile.gettempdir())
         if files:
@@ -231,10 +235,16 @@ class Sandbox:
             raise
         return layout
 
-    def _command(self, language: str, interpreter: str, bwrap: str | None, layout: bw.Layout, limits: Limits) -> list[str]:
+    def _command(
+        self, language: str, interpreter: str, bwrap: str | None, layout: bw.Layout, limits: Limits
+    ) -> list[str]:
         script_dir = bw.SCRIPT_DIR if bwrap else str(layout.script_dir)
         script = f"{script_dir}/{_SCRIPT_NAMES[language]}"
-        run = [interpreter, "-u", "-B", script] if language == "python" else [interpreter, "--norc", "--noprofile", script]
+        run = (
+            [interpreter, "-u", "-B", script]
+            if language == "python"
+            else [interpreter, "--norc", "--noprofile", script]
+        )
         command = bw.rlimit_prefix(self.config.prlimit_path, limits) + run
         if bwrap is None:
             return command
@@ -245,7 +255,7 @@ class Sandbox:
     ) -> SandboxResult:
         command = self._command(language, interpreter, bwrap, layout, limits)
         if bwrap is None:
-            log.warning("running %s code WITHOUT isolation (isolation = \"none\")", language)
+            log.warning('running %s code WITHOUT isolation (isolation = "none")', language)
             env, cwd = bw.environment(str(layout.work), str(layout.tmp)), str(layout.work)
         else:
             env, cwd = {"PATH": bw.PATH}, None
@@ -308,14 +318,17 @@ class Sandbox:
         )
         _status(result, child.returncode, killed, bwrap is not None)
         hit |= _limits_from(result, limits, killed)
-        result.limits_hit = [name for name in ("timeout", "cpu", "memory", "file_size", "processes", "output")
-                             if name in hit]
+        result.limits_hit = [
+            name for name in ("timeout", "cpu", "memory", "file_size", "processes", "output") if name in hit
+        ]
         return result
 
     def _collect(self, result: SandboxResult, layout: bw.Layout, return_files: bool | list[str]) -> None:
         result.files, result.files_truncated = fs.list_files(layout.work, self.config.max_listed_files)
         if return_files:
-            result.notes += fs.attach_contents(layout.work, result.files, return_files, self.config.max_file_content_bytes)
+            result.notes += fs.attach_contents(
+                layout.work, result.files, return_files, self.config.max_file_content_bytes
+            )
 
 
 def _status(result: SandboxResult, returncode: int | None, killed: bool, via_bwrap: bool) -> None:
@@ -357,4 +370,3 @@ def _limits_from(result: SandboxResult, limits: Limits, killed_by_us: bool) -> s
     if any(t in err for t in _PROCESS_TEXT):
         hit.add("processes")
     return hit
-

@@ -79,8 +79,11 @@ def make_tools(sandbox: Sandbox) -> list[Tool]:
     timeout = sandbox.config.limits.timeout_s + _TIMEOUT_MARGIN_S
     return [
         Tool.from_function(
-            functions[language], name=language, description=_description(sandbox, language),
-            timeout=timeout, plugin="sandbox",
+            functions[language],
+            name=language,
+            description=_description(sandbox, language),
+            timeout=timeout,
+            plugin="sandbox",
         )
         for language in sandbox.config.languages
     ]

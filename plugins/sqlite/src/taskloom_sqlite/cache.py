@@ -87,9 +87,17 @@ class _Pending:
 class SqliteCache:
     """A :class:`taskloom.types.Cache` in a SQLite file."""
 
-    def __init__(self, path: str | Path, *, ttl: float | None = 7 * 86400.0, max_bytes: int = 256 * 1024 * 1024,
-                 max_entries: int = 100_000, busy_timeout: float = 5.0, create_dir: bool = False,
-                 key: str = "cache_path") -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        ttl: float | None = 7 * 86400.0,
+        max_bytes: int = 256 * 1024 * 1024,
+        max_entries: int = 100_000,
+        busy_timeout: float = 5.0,
+        create_dir: bool = False,
+        key: str = "cache_path",
+    ) -> None:
         self.path = Path(path).expanduser()
         self.ttl = ttl
         self.max_bytes = max_bytes
@@ -124,14 +132,18 @@ class SqliteCache:
 
     def _open_file(self, create_dir: bool) -> sqlite3.Connection:
         try:
-            return open_database(self.path, SCHEMA, key=self._key, busy_timeout=self.busy_timeout,
-                                 create_dir=create_dir)
+            return open_database(
+                self.path, SCHEMA, key=self._key, busy_timeout=self.busy_timeout, create_dir=create_dir
+            )
         except (StoreError, sqlite3.DatabaseError) as exc:
             if not (is_corrupt(exc) or is_corrupt(exc.__cause__ or exc)):
                 raise
             moved = move_aside(self.path)
-            self._warn("moved", f"the response cache {self.path} was unreadable ({exc}); moved it to {moved.name} "
-                                "and started a new one")
+            self._warn(
+                "moved",
+                f"the response cache {self.path} was unreadable ({exc}); moved it to {moved.name} "
+                "and started a new one",
+            )
             return open_database(self.path, SCHEMA, key=self._key, busy_timeout=self.busy_timeout)
 
     def _disable(self, reason: str) -> None:
@@ -154,8 +166,10 @@ class SqliteCache:
         return conn
 
     def _failed(self, action: str, exc: BaseException) -> None:
-        self._warn(f"{action}:{type(exc).__name__}", f"response cache {self.path}: {action} failed "
-                                                      f"({type(exc).__name__}: {exc}); carrying on without it")
+        self._warn(
+            f"{action}:{type(exc).__name__}",
+            f"response cache {self.path}: {action} failed ({type(exc).__name__}: {exc}); carrying on without it",
+        )
         if is_corrupt(exc) and self._worker is not None and not self._recovering:
             self._recovering = True
             self._worker.control(self._recover)
@@ -173,7 +187,9 @@ class SqliteCache:
             self._disable(f"{self.path} was damaged and could not be replaced ({type(exc).__name__}: {exc})")
             self._worker.conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
             return
-        self._warn("moved", f"the response cache {self.path} was damaged; moved it to {moved.name} and started a new one")
+        self._warn(
+            "moved", f"the response cache {self.path} was damaged; moved it to {moved.name} and started a new one"
+        )
         self._worker.conn = fresh
         self._recovering = False
 
@@ -320,7 +336,9 @@ class SqliteCache:
         evicted = 0
         while entries > self.max_entries or size > self.max_bytes:
             want = max(entries - self.max_entries, 1)
-            rows = conn.execute("SELECT key, size FROM entries ORDER BY accessed_at LIMIT ?", (max(want, 64),)).fetchall()
+            rows = conn.execute(
+                "SELECT key, size FROM entries ORDER BY accessed_at LIMIT ?", (max(want, 64),)
+            ).fetchall()
             if not rows:
                 break
             drop: list[tuple[Any]] = []

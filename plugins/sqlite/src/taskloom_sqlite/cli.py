@@ -73,8 +73,15 @@ def runs(ctx: click.Context, as_json: bool, limit: int) -> None:
     for s in summaries:
         d = s.as_dict()
         colour = {"succeeded": "green", "running": "cyan"}.get(s.run.status, "red")
-        table.add_row(s.run.id, s.run.workflow, f"[{colour}]{s.run.status}[/{colour}]", _when(s.run.started_at),
-                      _secs(d["duration_s"]), f"{s.totals.tokens:,}", _money(s.totals.cost, s.totals.unpriced))
+        table.add_row(
+            s.run.id,
+            s.run.workflow,
+            f"[{colour}]{s.run.status}[/{colour}]",
+            _when(s.run.started_at),
+            _secs(d["duration_s"]),
+            f"{s.totals.tokens:,}",
+            _money(s.totals.cost, s.totals.unpriced),
+        )
     _console().print(table)
 
 
@@ -96,8 +103,10 @@ def _print_detail(detail: RunDetail) -> None:
 
     run, totals = detail.summary.run, detail.summary.totals
     d = detail.summary.as_dict()
-    head = (f"[bold]{run.id}[/bold]  {run.workflow}  {run.status}  started {_when(run.started_at)}  "
-            f"{_secs(d['duration_s'])}  {totals.tokens:,} tokens  {_money(totals.cost, totals.unpriced)}")
+    head = (
+        f"[bold]{run.id}[/bold]  {run.workflow}  {run.status}  started {_when(run.started_at)}  "
+        f"{_secs(d['duration_s'])}  {totals.tokens:,} tokens  {_money(totals.cost, totals.unpriced)}"
+    )
     tree = Tree(head)
     if run.error:
         tree.add(f"[red]error: {run.error}[/red]")
@@ -108,8 +117,10 @@ def _print_detail(detail: RunDetail) -> None:
         data = node.as_dict(running)
         colour = {"succeeded": "green", "running": "cyan", "pending": "dim", "skipped": "dim"}.get(r.state, "red")
         label = "↩ " if r.compensation_of else ""
-        text = (f"{label}[bold]{r.task_id}[/bold] [{colour}]{r.state}[/{colour}]  attempts {r.attempts}  "
-                f"{_secs(data['duration_s'])}  {t.tokens:,} tokens  {_money(t.cost, t.unpriced)}")
+        text = (
+            f"{label}[bold]{r.task_id}[/bold] [{colour}]{r.state}[/{colour}]  attempts {r.attempts}  "
+            f"{_secs(data['duration_s'])}  {t.tokens:,} tokens  {_money(t.cost, t.unpriced)}"
+        )
         if r.agent:
             text += f"  agent {r.agent}"
         if len(node.needs) > 1:
@@ -132,11 +143,17 @@ def _print_detail(detail: RunDetail) -> None:
 
 @click.command()
 @click.argument("run_id")
-@click.option("--by", "by", type=click.Choice(get_args(GroupBy)), default="task", show_default=True,
-              help="What each row is.")
+@click.option(
+    "--by", "by", type=click.Choice(get_args(GroupBy)), default="task", show_default=True, help="What each row is."
+)
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
-@click.option("--places", type=click.IntRange(2, 12), default=6, show_default=True,
-              help="Decimal places of each row (rounded half to even); the total is the sum of the rows.")
+@click.option(
+    "--places",
+    type=click.IntRange(2, 12),
+    default=6,
+    show_default=True,
+    help="Decimal places of each row (rounded half to even); the total is the sum of the rows.",
+)
 @click.pass_context
 def cost(ctx: click.Context, run_id: str, by: GroupBy, fmt: str, places: int) -> None:
     """The billing report of a run: cost per task, agent, model or tool, in USD."""
@@ -156,18 +173,28 @@ def cost(ctx: click.Context, run_id: str, by: GroupBy, fmt: str, places: int) ->
     table.add_column("cost (USD)", justify="right", no_wrap=True)
     for row in report.rows:
         t = row.totals
-        table.add_row(row.key, str(t.model_calls), str(t.tool_calls), f"{t.input_tokens:,}", f"{t.output_tokens:,}",
-                      f"{row.cost}{'+?' if t.unpriced else ''}")
+        table.add_row(
+            row.key,
+            str(t.model_calls),
+            str(t.tool_calls),
+            f"{t.input_tokens:,}",
+            f"{t.output_tokens:,}",
+            f"{row.cost}{'+?' if t.unpriced else ''}",
+        )
     t = report.totals
     table.columns[0].footer = "TOTAL"
-    for column, value in zip(table.columns[1:5], (t.model_calls, t.tool_calls, t.input_tokens, t.output_tokens),
-                             strict=True):
+    for column, value in zip(
+        table.columns[1:5], (t.model_calls, t.tool_calls, t.input_tokens, t.output_tokens), strict=True
+    ):
         column.footer = f"{value:,}"
     table.columns[5].footer = f"{report.total}{'+?' if t.unpriced else ''}"
     _console().print(table)
     if t.unpriced:
-        click.echo(f"{t.unpriced} model call(s) are unpriced (no cost model knows the model): "
-                   "costs marked +? are lower bounds", err=True)
+        click.echo(
+            f"{t.unpriced} model call(s) are unpriced (no cost model knows the model): "
+            "costs marked +? are lower bounds",
+            err=True,
+        )
 
 
 # ---------------------------------------------------------------- cache

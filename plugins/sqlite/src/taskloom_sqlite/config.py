@@ -16,7 +16,7 @@ class SqliteConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     store_path: Path | None = Field(
-        None, description='Run store file (default: the user data dir, e.g. ~/.local/share/taskloom/runs.sqlite).'
+        None, description="Run store file (default: the user data dir, e.g. ~/.local/share/taskloom/runs.sqlite)."
     )
     cache_path: Path | None = Field(
         None, description="Response cache file (default: the user cache dir, e.g. ~/.cache/taskloom/cache.sqlite)."

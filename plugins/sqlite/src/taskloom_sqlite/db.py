@@ -70,7 +70,9 @@ def check_path(path: Path, *, what: str, key: str, create_dir: bool) -> Path:
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise DatabasePathError(f"{what} {path}: cannot create the directory {parent}: {exc.strerror}; {fix}") from None
+            raise DatabasePathError(
+                f"{what} {path}: cannot create the directory {parent}: {exc.strerror}; {fix}"
+            ) from None
     if not parent.is_dir():
         raise DatabasePathError(f"{what} {path}: {parent} is not a directory; {fix}")
     if path.exists() and path.is_dir():
@@ -84,16 +86,18 @@ def check_path(path: Path, *, what: str, key: str, create_dir: bool) -> Path:
     return path
 
 
-def connect(path: Path, *, what: str, key: str, busy_timeout: float, synchronous: Synchronous = "normal",
-            readonly: bool = False) -> sqlite3.Connection:
+def connect(
+    path: Path, *, what: str, key: str, busy_timeout: float, synchronous: Synchronous = "normal", readonly: bool = False
+) -> sqlite3.Connection:
     """One connection in autocommit mode (transactions are explicit), WAL, busy timeout."""
     try:
         conn = sqlite3.connect(
             path, timeout=busy_timeout, isolation_level=None, check_same_thread=False, cached_statements=256
         )
     except sqlite3.OperationalError as exc:
-        raise DatabasePathError(f"{what} {path}: cannot open the file ({exc}); set [plugins.sqlite] {key} "
-                                "to a file in a writable directory") from None
+        raise DatabasePathError(
+            f"{what} {path}: cannot open the file ({exc}); set [plugins.sqlite] {key} to a file in a writable directory"
+        ) from None
     try:
         conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
         if readonly:
@@ -101,13 +105,17 @@ def connect(path: Path, *, what: str, key: str, busy_timeout: float, synchronous
         else:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
-                raise StoreError(f"{what} {path}: cannot switch to WAL mode (got {mode}); is it on a network filesystem?")
+                raise StoreError(
+                    f"{what} {path}: cannot switch to WAL mode (got {mode}); is it on a network filesystem?"
+                )
             conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
     except sqlite3.OperationalError as exc:
         conn.close()
         if "unable to open" in str(exc) or "readonly" in str(exc):
-            raise DatabasePathError(f"{what} {path}: cannot write the file ({exc}); set [plugins.sqlite] {key} "
-                                    "to a file in a writable directory") from None
+            raise DatabasePathError(
+                f"{what} {path}: cannot write the file ({exc}); set [plugins.sqlite] {key} "
+                "to a file in a writable directory"
+            ) from None
         raise translate(exc, what, path) from exc
     except BaseException:
         conn.close()
@@ -144,8 +152,10 @@ def _check_identity(conn: sqlite3.Connection, schema: Schema, path: Path) -> int
         app == 0 and (version > 0 or conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0)
     )
     if foreign:
-        raise StoreError(f"{path} is not a taskloom {schema.kind} (another application's SQLite file); "
-                         "point the path at another file")
+        raise StoreError(
+            f"{path} is not a taskloom {schema.kind} (another application's SQLite file); "
+            "point the path at another file"
+        )
     if version > schema.version:
         raise SchemaTooNew(
             f"{schema.kind} {path} has schema version {version}, but this taskloom-sqlite knows only up to "
@@ -154,8 +164,15 @@ def _check_identity(conn: sqlite3.Connection, schema: Schema, path: Path) -> int
     return version
 
 
-def open_database(path: Path, schema: Schema, *, key: str, busy_timeout: float, synchronous: Synchronous = "normal",
-                  create_dir: bool = False) -> sqlite3.Connection:
+def open_database(
+    path: Path,
+    schema: Schema,
+    *,
+    key: str,
+    busy_timeout: float,
+    synchronous: Synchronous = "normal",
+    create_dir: bool = False,
+) -> sqlite3.Connection:
     path = check_path(path, what=schema.kind, key=key, create_dir=create_dir)
     conn = connect(path, what=schema.kind, key=key, busy_timeout=busy_timeout, synchronous=synchronous)
     try:

@@ -75,5 +75,11 @@ def make_cache(settings: Settings) -> Any:
 
     cfg = get_config(settings)
     path, create_dir = cache_location(settings)
-    return SqliteCache(path, ttl=cfg.cache_ttl, max_bytes=cfg.cache_max_bytes, max_entries=cfg.cache_max_entries,
-                       busy_timeout=cfg.busy_timeout, create_dir=create_dir)
+    return SqliteCache(
+        path,
+        ttl=cfg.cache_ttl,
+        max_bytes=cfg.cache_max_bytes,
+        max_entries=cfg.cache_max_entries,
+        busy_timeout=cfg.busy_timeout,
+        create_dir=create_dir,
+    )

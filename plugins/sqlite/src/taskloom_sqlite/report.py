@@ -164,8 +164,13 @@ def _tool_key(call: ToolCallRecord, by: GroupBy) -> str:
     return call.name
 
 
-def build_cost_report(run: RunRecord, calls: Iterable[CallRecord], tool_calls: Iterable[ToolCallRecord],
-                      by: GroupBy = "task", places: int = 6) -> CostReport:
+def build_cost_report(
+    run: RunRecord,
+    calls: Iterable[CallRecord],
+    tool_calls: Iterable[ToolCallRecord],
+    by: GroupBy = "task",
+    places: int = 6,
+) -> CostReport:
     """Group the run's ledger by ``by``; every call lands in exactly one row."""
     groups: dict[str, Totals] = {}
     for call in calls:
@@ -186,8 +191,10 @@ async def require_run(store: RunStore, run_id: str) -> RunRecord:
     run = await store.get_run(run_id)
     if run is None:
         recent = ", ".join(r.id for r in await store.list_runs(5)) or "none"
-        raise RunNotFound(f"no run {run_id!r} in the run store ({type(store).__name__}); recent runs: {recent} "
-                          "(list them with `taskloom runs`)")
+        raise RunNotFound(
+            f"no run {run_id!r} in the run store ({type(store).__name__}); recent runs: {recent} "
+            "(list them with `taskloom runs`)"
+        )
     return run
 
 
@@ -223,8 +230,12 @@ def _run_totals(run: RunRecord, calls: list[CallRecord], tool_calls: list[ToolCa
     """From the ledger; from the run record when the ledger has nothing for it."""
     if calls or tool_calls:
         return ledger_totals(calls, tool_calls)
-    return Totals(input_tokens=run.usage.input_tokens, output_tokens=run.usage.output_tokens, cost=run.cost.total,
-                  unpriced=0 if run.cost.priced else 1)
+    return Totals(
+        input_tokens=run.usage.input_tokens,
+        output_tokens=run.usage.output_tokens,
+        cost=run.cost.total,
+        unpriced=0 if run.cost.priced else 1,
+    )
 
 
 async def summarize_runs(store: RunStore, limit: int = 50) -> list[RunSummary]:
@@ -260,8 +271,11 @@ class RunDetail:
 
     def as_dict(self) -> dict[str, Any]:
         running = self.summary.run.status == "running"
-        return {**self.summary.as_dict(), "inputs": self.summary.run.inputs,
-                "tasks": [n.as_dict(running) for n in self.roots]}
+        return {
+            **self.summary.as_dict(),
+            "inputs": self.summary.run.inputs,
+            "tasks": [n.as_dict(running) for n in self.roots],
+        }
 
 
 async def run_detail(store: RunStore, run_id: str) -> RunDetail:
@@ -286,8 +300,12 @@ async def run_detail(store: RunStore, run_id: str) -> RunDetail:
     for record in order:
         totals = by_task.get(record.task_id)
         if totals is None:  # no ledger rows: what the checkpoint says
-            totals = Totals(input_tokens=record.usage.input_tokens, output_tokens=record.usage.output_tokens,
-                            cost=record.cost.total, unpriced=0 if record.cost.priced else 1)
+            totals = Totals(
+                input_tokens=record.usage.input_tokens,
+                output_tokens=record.usage.output_tokens,
+                cost=record.cost.total,
+                unpriced=0 if record.cost.priced else 1,
+            )
         nodes[record.task_id] = TaskNode(record, totals, needs.get(record.task_id, []))
     roots: list[TaskNode] = []
     for node in nodes.values():

@@ -128,18 +128,35 @@ _INSERT_EVENT = "INSERT INTO events (time, kind, run_id, task_id, agent, data) V
 
 
 def _run_row(run: RunRecord) -> tuple[Any, ...]:
-    return (run.workflow, run.status, run.started_at, run.finished_at, run.usage.input_tokens,
-            run.usage.output_tokens, str(run.cost.total), run.error, run.model_dump_json())
+    return (
+        run.workflow,
+        run.status,
+        run.started_at,
+        run.finished_at,
+        run.usage.input_tokens,
+        run.usage.output_tokens,
+        str(run.cost.total),
+        run.error,
+        run.model_dump_json(),
+    )
 
 
 class SqliteStore:
     """A :class:`taskloom.records.RunStore` in a SQLite file."""
 
-    def __init__(self, path: str | Path, *, busy_timeout: float = 5.0, synchronous: Synchronous = "normal",
-                 create_dir: bool = False, key: str = "store_path") -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        busy_timeout: float = 5.0,
+        synchronous: Synchronous = "normal",
+        create_dir: bool = False,
+        key: str = "store_path",
+    ) -> None:
         self.path = Path(path).expanduser()
-        conn = open_database(self.path, SCHEMA, key=key, busy_timeout=busy_timeout, synchronous=synchronous,
-                             create_dir=create_dir)
+        conn = open_database(
+            self.path, SCHEMA, key=key, busy_timeout=busy_timeout, synchronous=synchronous, create_dir=create_dir
+        )
         self.path = self.path.absolute()
         self._worker = Worker(conn, what=WHAT, path=self.path, name="taskloom-sqlite-store")
 
@@ -183,8 +200,19 @@ class SqliteStore:
     # ------------------------------------------------------------------ checkpoints
 
     async def save_task(self, task: TaskRecord) -> None:
-        row = (task.run_id, task.task_id, task.state, task.attempts, task.agent, task.started_at, task.finished_at,
-               task.usage.input_tokens, task.usage.output_tokens, str(task.cost.total), task.model_dump_json())
+        row = (
+            task.run_id,
+            task.task_id,
+            task.state,
+            task.attempts,
+            task.agent,
+            task.started_at,
+            task.finished_at,
+            task.usage.input_tokens,
+            task.usage.output_tokens,
+            str(task.cost.total),
+            task.model_dump_json(),
+        )
         await self._worker.call(lambda conn: conn.execute(_SAVE_TASK, row))
 
     async def get_tasks(self, run_id: str) -> list[TaskRecord]:
@@ -200,14 +228,40 @@ class SqliteStore:
 
     def post_call(self, call: CallRecord) -> None:
         u = call.usage
-        row = (call.run_id, call.task_id, call.agent, call.user, call.request_hash, call.alias, call.model,
-               call.provider, u.input_tokens, u.output_tokens, str(call.cost.total), int(call.cost.priced),
-               call.latency_s, int(call.cached), call.error, call.time, call.model_dump_json())
+        row = (
+            call.run_id,
+            call.task_id,
+            call.agent,
+            call.user,
+            call.request_hash,
+            call.alias,
+            call.model,
+            call.provider,
+            u.input_tokens,
+            u.output_tokens,
+            str(call.cost.total),
+            int(call.cost.priced),
+            call.latency_s,
+            int(call.cached),
+            call.error,
+            call.time,
+            call.model_dump_json(),
+        )
         self._worker.post(lambda conn: conn.execute(_INSERT_CALL, row))
 
     async def record_tool_call(self, call: ToolCallRecord) -> None:
-        row = (call.run_id, call.task_id, call.agent, call.name, json.dumps(call.arguments, default=str),
-               call.duration_s, str(call.cost), call.error, call.time, call.model_dump_json())
+        row = (
+            call.run_id,
+            call.task_id,
+            call.agent,
+            call.name,
+            json.dumps(call.arguments, default=str),
+            call.duration_s,
+            str(call.cost),
+            call.error,
+            call.time,
+            call.model_dump_json(),
+        )
         self._worker.post(lambda conn: conn.execute(_INSERT_TOOL_CALL, row))
 
     async def record_event(self, event: Event) -> None:
@@ -215,6 +269,7 @@ class SqliteStore:
 
     def post_event(self, event: Event) -> None:
         """Queue an event without waiting (for the synchronous progress-sink hook)."""
+
         # Serialised on the writer thread: the event is not changed after it is emitted.
         def job(conn: sqlite3.Connection) -> None:
             data = to_json(event.data, fallback=str).decode()

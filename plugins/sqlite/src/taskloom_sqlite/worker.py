@@ -42,8 +42,9 @@ _MAX_RETRY = 100_000
 class _Job:
     __slots__ = ("fn", "future", "write")
 
-    def __init__(self, fn: Callable[[sqlite3.Connection], Any], future: concurrent.futures.Future[Any] | None,
-                 write: bool) -> None:
+    def __init__(
+        self, fn: Callable[[sqlite3.Connection], Any], future: concurrent.futures.Future[Any] | None, write: bool
+    ) -> None:
         self.fn = fn
         self.future = future
         self.write = write
@@ -104,8 +105,13 @@ class Worker:
         self._queue.put(_STOP)
         self._thread.join(timeout)
         if self._retry:
-            log.warning("%s %s: %d ledger writes could not be saved before closing (%s)",
-                        self.what, self.path, len(self._retry), "database locked or disk full")
+            log.warning(
+                "%s %s: %d ledger writes could not be saved before closing (%s)",
+                self.what,
+                self.path,
+                len(self._retry),
+                "database locked or disk full",
+            )
         self.conn.close()
 
     # ------------------------------------------------------------------ the thread
@@ -234,7 +240,9 @@ class Worker:
                 self._retry.append(job)
             else:
                 self.failed_writes += 1
-        self._warn(f"fail:{type(error).__name__}", str(error) + (" (queued writes will be retried)" if transient else ""))
+        self._warn(
+            f"fail:{type(error).__name__}", str(error) + (" (queued writes will be retried)" if transient else "")
+        )
 
     def _warn(self, key: str, message: str) -> None:
         if key not in self._warned:
