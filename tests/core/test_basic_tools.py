@@ -4,7 +4,7 @@ code, and the current time — through the kernel's registry, as an agent calls 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -78,7 +78,7 @@ async def test_tools_through_the_registry_with_errors_the_model_sees() -> None:
 
     now = await tools.call(ToolCall(id="4", name="current_time", arguments={}))
     stamp = datetime.fromisoformat(now.content)
-    assert abs(stamp - datetime.now(timezone.utc)) < timedelta(minutes=1)
+    assert abs(stamp - datetime.now(UTC)) < timedelta(minutes=1)
 
     wrong_type = await tools.call(ToolCall(id="5", name="word_count", arguments={"text": 12}))
     assert wrong_type.is_error and "text" in wrong_type.content
