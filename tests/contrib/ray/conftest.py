@@ -1,4 +1,4 @@
-"""A real local Ray cluster (2 CPUs), started once for the modules that need it."""
+"""A real local Ray cluster (2 CPUs, one custom ``browser`` resource), started once for the modules that need it."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ def ray_cluster() -> Iterator[Any]:
         ray.shutdown()
     ray.init(
         num_cpus=2,
+        resources={"browser": 1},
         include_dashboard=False,
         log_to_driver=False,
         configure_logging=False,

@@ -1,5 +1,6 @@
-"""Workflows on a real local Ray cluster: end to end in both modes, a worker killed
-mid-task, a timed-out attempt, and a resumed run."""
+"""Workflows on a real local Ray cluster: end to end in both modes, custom resources,
+max_in_flight and runtime_env as seen on the cluster, errors raised on workers, a worker
+killed mid-task, a timed-out attempt, and a resumed run."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import anyio
 import pytest
-from ray_marker import MarkerPlugin
+from ray_marker import MarkerPlugin, max_overlap, read_log
 from taskloom import load_kernel
 from taskloom.testing import register_plugin
 from taskloom.workflow import Workflow, WorkflowResult, resume_workflow, run_workflow
@@ -25,8 +26,8 @@ def marker_plugin() -> Any:
         yield
 
 
-def config(marker: Path | None = None, **ray: Any) -> dict[str, Any]:
-    models: dict[str, Any] = {"s": {"provider": "scripted", "default": "<{prompt}>"}}
+def config(marker: Path | None = None, models: dict[str, Any] | None = None, **ray: Any) -> dict[str, Any]:
+    models = {"s": {"provider": "scripted", "default": "<{prompt}>"}, **(models or {})}
     if marker is not None:
         models["m"] = {"provider": "marker", "marker": str(marker), "default": "recovered"}
     return {
@@ -87,17 +88,108 @@ async def test_workflow_runs_end_to_end_on_a_pool_of_actors() -> None:
     assert executor._actors == []
 
 
-async def test_task_resources_are_requested_from_ray(tmp_path: Path) -> None:
-    kernel = load_kernel(config(mode="tasks", num_cpus=0.5, resource_map={"cores": "CPU"}))
-    wf = Workflow("resources", resources={"cores": 2}).agent("a", model="s")
-    wf.task("one", agent="a", prompt="one", resources={"cores": 1})
-    wf.task("two", agent="a", prompt="two", resources={"cores": 1})
+def probe(log: Path, **options: Any) -> dict[str, Any]:
+    return {"provider": "probe", "log": str(log), **options}
+
+
+@pytest.mark.parametrize(("mode", "mapped"), [("tasks", True), ("actors", True), ("actors", False)])
+async def test_a_custom_resource_serialises_tasks_on_the_cluster(tmp_path: Path, mode: str, mapped: bool) -> None:
+    # The cluster has one "browser"; the workflow declares two, so its own scheduler lets both
+    # tasks start at once: only Ray (through resource_map) can make them take turns.
+    log = tmp_path / "calls.jsonl"
+    ray_cfg: dict[str, Any] = {"mode": mode, "actors": 1, "num_cpus": 0.25}
+    if mapped:
+        ray_cfg["resource_map"] = {"browser": "browser"}
+    kernel = load_kernel(config(models={"p": probe(log, hold=1.5)}, **ray_cfg))
+    wf = Workflow("browsers", resources={"browser": 2}).agent("a", model="p", limits={"max_turns": 1})
+    wf.task("one", agent="a", prompt="one", resources={"browser": 1})
+    wf.task("two", agent="a", prompt="two", resources={"browser": 1})
     result = await run_workflow(kernel, wf.build())
     assert result.ok, result.run.error
-    executor = kernel.executor
-    assert isinstance(executor, RayExecutor)
-    assert list(executor._options) == [(("cores", 1),)]
-    assert executor._resources[result.run.id] == {"one": {"cores": 1}, "two": {"cores": 1}}
+    assert {t: r.output for t, r in result.tasks.items()} == {"one": "<one>", "two": "<two>"}
+    overlap = max_overlap(read_log(log))
+    if mapped:
+        assert overlap == 1, "two tasks that each need the cluster's only browser ran at the same time"
+    else:  # the control: without resource_map nothing stops them
+        assert overlap == 2
+    await kernel.aclose()
+
+
+@pytest.mark.parametrize(("mode", "limit"), [("tasks", 1), ("actors", 2)])
+async def test_max_in_flight_bounds_the_attempts_running_on_the_cluster(tmp_path: Path, mode: str, limit: int) -> None:
+    log = tmp_path / "calls.jsonl"
+    kernel = load_kernel(
+        config(models={"p": probe(log, hold=0.8)}, mode=mode, actors=1, num_cpus=0.25, max_in_flight=limit)
+    )
+    wf = Workflow("in-flight").agent("a", model="p", limits={"max_turns": 1})
+    for n in range(5):
+        wf.task(f"t{n}", agent="a", prompt=f"t{n}")
+    result = await run_workflow(kernel, wf.build())
+    assert result.ok, result.run.error
+    events = read_log(log)
+    assert len([e for e in events if e["event"] == "end"]) == 5
+    assert max_overlap(events) == limit, f"max_in_flight = {limit}"
+    await kernel.aclose()
+
+
+async def test_without_max_in_flight_an_actor_runs_every_ready_attempt_at_once(tmp_path: Path) -> None:
+    log = tmp_path / "calls.jsonl"  # the control of the test above
+    kernel = load_kernel(config(models={"p": probe(log, hold=0.8)}, mode="actors", actors=1, num_cpus=0.25))
+    wf = Workflow("unbounded").agent("a", model="p", limits={"max_turns": 1})
+    for n in range(5):
+        wf.task(f"t{n}", agent="a", prompt=f"t{n}")
+    result = await run_workflow(kernel, wf.build())
+    assert result.ok, result.run.error
+    assert max_overlap(read_log(log)) == 5
+    await kernel.aclose()
+
+
+@pytest.mark.parametrize("mode", ["tasks", "actors"])
+async def test_runtime_env_reaches_tasks_and_actors_on_an_existing_cluster(tmp_path: Path, mode: str) -> None:
+    # The cluster was started by the fixture, so the executor gives runtime_env to each task
+    # or actor (Ray merges it with the job's, which registers the test providers).
+    log = tmp_path / "calls.jsonl"
+    runtime_env = {"env_vars": {"TASKLOOM_PROBE": f"per-{mode}"}}
+    models = {"p": probe(log, echo_env="TASKLOOM_PROBE")}
+    kernel = load_kernel(config(models=models, mode=mode, actors=1, num_cpus=0.25, runtime_env=runtime_env))
+    wf = Workflow("env").agent("a", model="p", limits={"max_turns": 1})
+    wf.task("x", agent="a", prompt="x")
+    result = await run_workflow(kernel, wf.build())
+    assert result.ok, result.run.error
+    assert result.tasks["x"].output == f"<x> TASKLOOM_PROBE=per-{mode}"
+    assert os.environ.get("TASKLOOM_PROBE") is None, "the variable was set on the worker only"
+    await kernel.aclose()
+
+
+@pytest.mark.parametrize("mode", ["tasks", "actors"])
+async def test_an_exception_raised_on_the_worker_is_reported_with_its_message(mode: str) -> None:
+    models = {"b": {"provider": "broken", "message": f"no browser left in the pool ({mode})"}}
+    kernel = load_kernel(config(models=models, mode=mode, actors=1, num_cpus=0.25))
+    wf = Workflow("raises").agent("a", model="b")
+    wf.task("x", agent="a", prompt="x", retries=0)
+    result = await run_workflow(kernel, wf.build())
+    assert not result.ok
+    record = result.tasks["x"]
+    assert record.state == "failed"
+    assert record.error == (
+        f"RemoteTaskError: task 'x' attempt 1 raised on its Ray worker: "
+        f"RuntimeError: no browser left in the pool ({mode})"
+    )
+    await kernel.aclose()
+
+
+@pytest.mark.parametrize("mode", ["tasks", "actors"])
+async def test_a_terminal_provider_error_on_the_worker_is_reported_with_its_message(mode: str) -> None:
+    message = f"the API key was revoked ({mode})"
+    models = {"e": {"provider": "scripted", "responses": [{"error": "auth", "message": message}]}}
+    kernel = load_kernel(config(models=models, mode=mode, actors=1, num_cpus=0.25))
+    wf = Workflow("terminal").agent("a", model="e")
+    wf.task("x", agent="a", prompt="x", retries=0)
+    result = await run_workflow(kernel, wf.build())
+    assert not result.ok
+    record = result.tasks["x"]
+    assert record.state == "failed" and record.attempts == 1
+    assert "AuthenticationError" in (record.error or "") and message in (record.error or ""), record.error
     await kernel.aclose()
 
 

@@ -38,7 +38,8 @@ class RayConfig(BaseModel):
     resource_map: dict[str, str] = Field(
         default_factory=dict,
         description='Workflow task resources requested from Ray too: workflow name -> Ray resource ("GPU", "CPU" '
-        'or a custom resource), e.g. { gpu = "GPU", browser = "browser" } (mode = "tasks").',
+        'or a custom resource), e.g. { gpu = "GPU", browser = "browser" }. In actors mode a task that needs a '
+        "mapped resource runs as a Ray task with it (an actor call cannot take resources of its own).",
     )
     runtime_env: dict[str, Any] | None = Field(
         None, description="Ray runtime environment (pip, env_vars, working_dir...), passed to Ray as is."

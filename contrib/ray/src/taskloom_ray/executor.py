@@ -128,9 +128,10 @@ class RayExecutor:
         from . import worker
 
         extra: dict[str, Any] = {"runtime_env": runtime_env} if runtime_env is not None else {}
-        if cfg.mode == "tasks":
-            self._remote = ray.remote(max_retries=0, **extra)(worker.run_task)
-        else:
+        # Tasks mode runs every attempt as a Ray task; actors mode too, for the attempts of
+        # tasks that need mapped resources (an actor call cannot take resources of its own).
+        self._remote = ray.remote(max_retries=0, **extra)(worker.run_task)
+        if cfg.mode == "actors":
             actor_class = ray.remote(worker.KernelActor).options(
                 max_restarts=-1,
                 max_task_retries=0,
@@ -160,9 +161,14 @@ class RayExecutor:
         task_id = spec.task_id.split("@", 1)[0]  # a compensation runs as "<task>@<original>"
         return by_task.get(task_id, {})
 
-    async def _submit_task(self, spec: TaskSpec, kernel: Kernel) -> Any:
-        needs = await self._task_resources(spec, kernel) if self.config.resource_map else {}
-        signature = tuple(sorted((k, v) for k, v in needs.items() if k in self.config.resource_map))
+    async def _signature(self, spec: TaskSpec, kernel: Kernel) -> tuple[tuple[str, int], ...]:
+        """The attempt's workflow resources that ``resource_map`` requests from Ray, sorted."""
+        if not self.config.resource_map:
+            return ()
+        needs = await self._task_resources(spec, kernel)
+        return tuple(sorted((k, v) for k, v in needs.items() if k in self.config.resource_map and v))
+
+    def _submit_task(self, spec: TaskSpec, signature: tuple[tuple[str, int], ...]) -> Any:
         remote = self._options.get(signature)
         if remote is None:
             remote = self._options[signature] = self._remote.options(**self.config.task_options(dict(signature)))
@@ -182,12 +188,13 @@ class RayExecutor:
         from ray import exceptions as rex
 
         actor = -1
-        if self._actors:
+        signature = await self._signature(spec, kernel)
+        if self._actors and not signature:
             actor = await self._ready_actor()
             self._load[actor] += 1
             ref = self._actors[actor].run.remote(spec.model_dump(mode="json"))
         else:
-            ref = await self._submit_task(spec, kernel)
+            ref = self._submit_task(spec, signature)
         try:
             data = await ref
         except BaseException as exc:
@@ -210,7 +217,7 @@ class RayExecutor:
                 raise WorkerLost(f"task {spec.task_id!r} attempt {spec.attempt} was cancelled by Ray") from None
             # Cancelled here (timeout, fail-fast, Ctrl-C) or anything else: stop the remote attempt.
             try:
-                ray.cancel(ref, force=not self._actors)
+                ray.cancel(ref, force=actor < 0)
             except Exception as cancel_exc:  # the attempt may have just finished
                 log.debug("taskloom-ray: ray.cancel failed: %s", cancel_exc)
             raise
