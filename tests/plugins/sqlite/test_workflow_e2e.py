@@ -61,7 +61,7 @@ def _taskloom(config: Path, *args: str) -> Any:
     from taskloom.cli import main
 
     result = CliRunner().invoke(main, ["--config", str(config), *args])
-    return subprocess.CompletedProcess(args, result.exit_code, result.output, result.output)
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
 
 
 def test_run_then_runs_show_and_cost(tmp_path: Path, config: dict[str, Any]) -> None:

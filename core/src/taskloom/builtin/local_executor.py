@@ -1,5 +1,9 @@
 """``local-executor``: runs workflow tasks in this process, on the driver's event loop and
-kernel (executor ``local``, the default)."""
+kernel (executor ``local``, the default).
+
+Each model request of an attempt carries, in its metadata extras, ``attempt`` (1, 2...)
+and, on a retry, ``escalation_reason`` (the previous attempt's stop reason) and
+``previous_error``, so a router (``model = "auto"``) can send a retry to a stronger tier."""
 
 from __future__ import annotations
 
@@ -40,7 +44,10 @@ class LocalExecutor:
             task_type=a.task_type,
             limits=a.limits,
         )
-        meta = RequestMeta(run_id=spec.run_id, task_id=spec.task_id, agent=a.name, user=spec.user)
+        meta = RequestMeta(run_id=spec.run_id, task_id=spec.task_id, agent=a.name, user=spec.user, attempt=spec.attempt)
+        if spec.escalation_reason is not None:  # a retry: tell the router why the last attempt failed
+            meta.escalation_reason = spec.escalation_reason  # type: ignore[attr-defined]
+            meta.previous_error = spec.previous_error  # type: ignore[attr-defined]
         start = time.monotonic()
         result = await run_agent(kernel, agent, spec.prompt, meta=meta, budget=budget)
         output = result.output

@@ -58,12 +58,14 @@ def check_workflow(spec: WorkflowSpec, kernel: Kernel | None = None) -> Graph:
         problems.extend(_check_task(spec, task, by_id, compensations, capacities))
     if kernel is not None:
         problems.extend(check_names(spec, kernel))
-    if problems:
-        raise ConfigError("\n".join(problems))
+    # The graph leaves out needs already reported (unknown tasks, a task needing itself),
+    # so a cycle is reported together with every other problem.
     graph = build_graph(spec)
     cycle = find_cycle(graph)
     if cycle:
-        raise ConfigError(_problem(spec, None, "cycle: " + " -> ".join(cycle) + "; remove one of these needs"))
+        problems.insert(0, _problem(spec, None, "cycle: " + " -> ".join(cycle) + "; remove one of these needs"))
+    if problems:
+        raise ConfigError("\n".join(problems))
     return graph
 
 
@@ -113,6 +115,12 @@ def _check_task(
         if error:
             bad(f"{what} does not parse: {error}")
             continue
+        private = templates.private_names(source, expression=expr)
+        if private:
+            bad(
+                f"{what} reads {', '.join(map(repr, private))}: the template sandbox refuses names starting "
+                "with '_' (no access to Python internals); read inputs and outputs only"
+            )
         outs, ins = templates.references(source, expression=expr)
         for ref in sorted(outs - readable):
             if ref in by_id:
@@ -159,7 +167,7 @@ def build_graph(spec: WorkflowSpec) -> Graph:
     tasks = [t for t in spec.tasks if t.id not in compensations]
     ids = [t.id for t in tasks]
     index = {tid: i for i, tid in enumerate(ids)}
-    deps = [[index[n] for n in t.needs if n in index] for t in tasks]
+    deps = [[index[n] for n in t.needs if n in index and n != t.id] for t in tasks]
     dependants: list[list[int]] = [[] for _ in tasks]
     for i, ds in enumerate(deps):
         for d in ds:

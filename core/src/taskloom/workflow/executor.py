@@ -29,6 +29,12 @@ class TaskSpec(BaseModel):
     run_id: str
     task_id: str
     attempt: int = 1
+    """1 for the first attempt of the task in this run, 2 for its first retry..."""
+    escalation_reason: str | None = None
+    """On a retry: why the previous attempt failed, as its stop reason (``error``,
+    ``timeout``, ``invalid_output``, ``max_turns``...), so a router can escalate."""
+    previous_error: str | None = None
+    """On a retry: the previous attempt's error message."""
     agent: AgentSpec
     prompt: str
     timeout: float | None = None

@@ -14,6 +14,11 @@ the failed task. A spent budget stops new tasks; running ones end at their next 
 Ctrl-C or SIGTERM (with ``handle_signals``) cancels running tasks, records them as
 interrupted and returns. When the run failed, the ``compensate`` tasks of the tasks that
 succeeded run in reverse order of completion (saga).
+
+A run-store error (database locked, disk full) stops the run like ``fail-fast``: running
+tasks are cancelled and recorded interrupted (where the store still takes writes), the run
+ends ``failed`` with the store's message, and no compensation runs (nothing went wrong with
+the work itself; resume once the store is back). Finished checkpoints are kept.
 """
 
 from __future__ import annotations
@@ -143,6 +148,7 @@ class _Engine:
         self.stop_reason: str | None = None
         self.failures: list[str] = []
         self.compensations: list[TaskRecord] = []
+        self.store_error: str | None = None
         self.tg: Any = None
 
     # ------------------------------------------------------------------ the run
@@ -173,22 +179,29 @@ class _Engine:
                             self._make_ready(i)
                 outer.cancel_scope.cancel()
             status = self._status()
-            if status == "failed":
+            if status == "failed" and self.store_error is None:
                 await self._compensate()
-        except BaseException:
-            # Cancelled from outside (KeyboardInterrupt through asyncio, a caller's scope):
-            # running tasks recorded themselves as interrupted; record the run, then go on.
+        except BaseException as exc:
+            # Cancelled from outside (KeyboardInterrupt through asyncio, a caller's scope), or
+            # a bug: running tasks recorded themselves as interrupted; record the run, go on.
+            leaf = _leaf(exc)
             with anyio.CancelScope(shield=True):
-                self.stopping = "interrupted"
-                self.stop_reason = self.stop_reason or "cancelled"
-                await self._finish("interrupted")
+                if isinstance(leaf, Exception):
+                    self.failures.append(f"internal error: {type(leaf).__name__}: {leaf}")
+                    await self._finish("failed")
+                else:
+                    self.stopping = "interrupted"
+                    self.stop_reason = self.stop_reason or "cancelled"
+                    await self._finish("interrupted")
+            if leaf is not exc:
+                raise leaf from exc
             raise
         return await self._finish(status)
 
     def _status(self) -> RunStatus:
         if self.stopping == "interrupted":
             return "interrupted"
-        if self.failures:
+        if self.failures or self.store_error:
             return "failed"
         if self.stopping == "budget_exceeded":
             return "budget_exceeded"
@@ -212,10 +225,18 @@ class _Engine:
         run.finished_at = time.time()
         run.usage, run.cost = usage, cost
         if status == "failed":
-            run.error = "; ".join(self.failures) or "some tasks did not finish"
+            reasons = [self.store_error] if self.store_error else []
+            run.error = "; ".join(reasons + self.failures) or "some tasks did not finish"
         elif status != "succeeded":
             run.error = self.stop_reason
-        await self.store.update_run(run)
+        try:
+            await self.store.update_run(run)
+        except Exception as exc:
+            if self.store_error is None:  # the run itself went well; only its record failed
+                run.status = status = "failed"
+            note = f"the run store ({self._store_name()}) could not save the run's final status: {_describe(exc)}"
+            run.error = f"{run.error}; {note}" if run.error else note
+            self.store_error = self.store_error or note
         self._emit("run.finish", None, {"status": status, "usage": usage, "cost": cost, "error": run.error})
         return WorkflowResult(run=run.model_copy(), tasks=tasks, compensations=list(self.compensations))
 
@@ -232,6 +253,25 @@ class _Engine:
         if status in ("failed", "interrupted"):
             for scope in list(self.scopes.values()):
                 scope.cancel()
+
+    # ------------------------------------------------------------------ the run store
+
+    def _store_name(self) -> str:
+        return self.kernel.settings.taskloom.store or type(self.store).__name__
+
+    async def _save(self, record: TaskRecord) -> bool:
+        """Checkpoint ``record``; on a store error, stop the run (once) and return False."""
+        try:
+            await self.store.save_task(record)
+        except Exception as exc:
+            if self.store_error is None:
+                self.store_error = (
+                    f"the run store ({self._store_name()}) failed while saving task {record.task_id!r} "
+                    f"({record.state}): {_describe(exc)}"
+                )
+                self._stop("failed", self.store_error)
+            return False
+        return True
 
     # ------------------------------------------------------------------ readiness
 
@@ -256,7 +296,7 @@ class _Engine:
                 go = templates.evaluate(task.when, self._context(i))
             except templates.TemplateProblem as exc:
                 self.state[i] = "running"
-                self.tg.start_soon(self._fail_unstarted, i, str(exc))
+                self.tg.start_soon(self._fail_unstarted, i, f"{exc} (in {self.spec.where})")
                 return
             if not go:
                 self.state[i] = "skipped"
@@ -324,9 +364,12 @@ class _Engine:
                 record.prompt = templates.render(task.prompt, self._context(i))
             except templates.TemplateProblem as exc:
                 record.attempts += 1
-                await self._failed(i, record, str(exc))
+                await self._failed(i, record, f"{exc} (in {self.spec.where})")
                 return
-            await self.store.save_task(record)
+            if not await self._save(record):
+                self.state[i] = "pending"  # it never started; resume runs it
+                self.records[i] = None
+                return
             self._emit("task.start", record, {"attempt": record.attempts + 1})
             outcome = await self._try(task, record, i, lambda: self.stopping in ("failed", "interrupted"))
             await self._settle(i, record, outcome)
@@ -348,12 +391,14 @@ class _Engine:
         """Attempts with retries and backoff; the last outcome, or None if cancelled."""
         agent = self.spec.agents[task.agent]
         budget = self.budget if record.compensation_of is None else None
+        last: TaskOutcome | None = None
         while True:
             if abort():
                 return None
             record.attempts += 1
             spec = TaskSpec.model_construct(
                 run_id=self.run.id, task_id=record.task_id, attempt=record.attempts, agent=agent,
+                escalation_reason=last.stop_reason if last else None, previous_error=last.error if last else None,
                 prompt=record.prompt or "", timeout=task.timeout, user=self.user, workflow=self.spec.name,
                 budget_usd_left=str(budget.remaining_usd) if budget is not None and budget.usd is not None else None,
                 budget_tokens_left=budget.tokens - budget.spent_tokens if budget is not None and budget.tokens is not None else None,
@@ -374,6 +419,7 @@ class _Engine:
                 return outcome
             if record.attempts > task.retries or abort() or self.stopping == "budget_exceeded":
                 return outcome
+            last = outcome
             delay = task.backoff * 2 ** (record.attempts - 1)
             self._emit("task.retry", record, {"attempt": record.attempts, "error": outcome.error, "delay_s": delay})
             with anyio.CancelScope() as scope:
@@ -405,13 +451,14 @@ class _Engine:
             record.state = "succeeded"
             record.output = outcome.output
             record.finished_at = time.time()
-            await self.store.save_task(record)  # the checkpoint, before any dependant starts
+            saved = await self._save(record)  # the checkpoint, before any dependant starts
             self.state[i] = "succeeded"
             self.outputs[record.task_id] = outcome.output
             self._emit(
                 "task.succeed", record, {"usage": record.usage, "cost": record.cost, "attempts": record.attempts}
             )
-            self._complete(i)
+            if saved:  # else the run stops: dependants must not build on an unsaved result
+                self._complete(i)
         elif outcome.budget_stop:
             self._stop("budget_exceeded", outcome.error)
             await self._interrupted(i, record, outcome.error or "the run's budget is spent")
@@ -422,7 +469,7 @@ class _Engine:
         record.state = "failed"
         record.error = error
         record.finished_at = time.time()
-        await self.store.save_task(record)
+        await self._save(record)
         self.state[i] = "failed"
         self.failures.append(f"task {record.task_id!r} failed: {error}")
         self._emit(
@@ -445,7 +492,7 @@ class _Engine:
         record.error = reason
         record.finished_at = time.time()
         self.state[i] = "interrupted"
-        await self.store.save_task(record)
+        await self._save(record)
         self._emit("task.interrupt", record, {"error": reason})
 
     async def _skip(self, i: int, reason: str) -> None:
@@ -455,7 +502,7 @@ class _Engine:
             run_id=self.run.id, task_id=g.ids[i], state="skipped", attempts=0, agent=g.tasks[i].agent, prompt=None,
             output=None, error=reason, started_at=now, finished_at=now, usage=_NO_USAGE, cost=_NO_COST, compensation_of=None,
         )  # fmt: skip
-        await self.store.save_task(record)
+        await self._save(record)
         self._emit("task.skip", record, {"reason": reason})
         self._complete(i)
 
@@ -480,14 +527,14 @@ class _Engine:
             except templates.TemplateProblem as exc:
                 outcome: TaskOutcome | None = TaskOutcome(ok=False, stop_reason="config", error=str(exc))
             else:
-                await self.store.save_task(record)
+                await self._save(record)
                 outcome = await self._try(task, record, record.task_id, lambda: self.stopping == "interrupted")
             record.finished_at = time.time()
             if outcome is not None and outcome.ok:
                 record.state = "succeeded"
                 record.output = outcome.output
                 original.state = "compensated"
-                await self.store.save_task(original)
+                await self._save(original)
                 self._emit(
                     "task.succeed",
                     record,
@@ -497,7 +544,7 @@ class _Engine:
                 record.state = "interrupted" if outcome is None else "failed"
                 record.error = "cancelled" if outcome is None else outcome.error
                 self._emit("task.fail", record, {"error": record.error, "compensation_of": original.task_id})
-            await self.store.save_task(record)
+            await self._save(record)
             if outcome is None:
                 return
 
@@ -509,6 +556,20 @@ class _Engine:
                 kind=kind, time=time.time(), run_id=self.run.id, task_id=record.task_id if record else None,
                 agent=record.agent if record else None, data=data,
             ))  # fmt: skip
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The one real error inside nested exception groups (task groups wrap what they raise)."""
+    while isinstance(exc, BaseExceptionGroup):
+        inner = [e for e in exc.exceptions if not isinstance(e, anyio.get_cancelled_exc_class())]
+        if len(inner) != 1:
+            return exc
+        exc = inner[0]
+    return exc
 
 
 __all__ = ["new_run_id", "resume_workflow", "run_workflow"]

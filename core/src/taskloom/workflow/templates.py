@@ -5,7 +5,10 @@ task ``needs``). Undefined names are errors (StrictUndefined). Dicts and lists r
 JSON, so ``{{ outputs.classify }}`` gives the model valid JSON.
 
 :func:`references` finds the ``outputs.X`` / ``outputs["X"]`` a template or condition uses,
-by walking the Jinja2 AST, so the checks can insist that each one is a dependency.
+by walking the Jinja2 AST, so the checks can insist that each one is a dependency, and
+:func:`private_names` finds the ``_``-prefixed names (``''.__class__``) the sandbox refuses.
+At run time the sandbox still refuses any it meets (say through a key from an input):
+rendering fails with ``SecurityError`` and the task fails with that message.
 """
 
 from __future__ import annotations
@@ -101,6 +104,28 @@ def references(source: str, *, expression: bool = False) -> tuple[set[str], set[
     return outs, ins
 
 
+def private_names(source: str, *, expression: bool = False) -> list[str]:
+    """Attribute and key names starting with ``_`` that ``source`` reads (``x.__class__``,
+    ``x["_y"]``, ``x | attr("__dict__")``): the sandbox refuses them, so the checks report
+    them before the run instead of at render time."""
+    if not expression and is_literal(source):
+        return []
+    tree = _parse(_as_template(source) if expression else source)
+    found: list[str] = []
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem, nodes.Filter)):
+        name: object = None
+        if isinstance(node, nodes.Getattr):
+            name = node.attr
+        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+            name = node.arg.value
+        elif isinstance(node, nodes.Filter) and node.name == "attr" and node.args:
+            arg = node.args[0]
+            name = arg.value if isinstance(arg, nodes.Const) else None
+        if isinstance(name, str) and name.startswith("_") and name not in found:
+            found.append(name)
+    return sorted(found)
+
+
 def render(source: str, context: dict[str, Any]) -> str:
     if is_literal(source):
         return source
@@ -117,4 +142,4 @@ def evaluate(expression: str, context: dict[str, Any]) -> bool:
         raise TemplateProblem(f"condition {expression!r}: {type(exc).__name__}: {exc}") from None
 
 
-__all__ = ["TemplateProblem", "evaluate", "parse_error", "references", "render"]
+__all__ = ["TemplateProblem", "evaluate", "parse_error", "private_names", "references", "render"]
