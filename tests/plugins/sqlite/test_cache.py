@@ -22,7 +22,8 @@ async def test_garbage_file_is_moved_aside(tmp_path: Path, caplog: pytest.LogCap
     path = tmp_path / "cache.sqlite"
     path.write_bytes(b"this is not a database at all " * 200)
     with caplog.at_level(logging.WARNING, logger="taskloom.sqlite"):
-        cache = SqliteCache(path)
+        cache = SqliteCache(path)  # made inside the event loop: opened on the writer thread
+        assert await cache.ready()
     try:
         assert cache.disabled is None
         moved = list(tmp_path.glob("cache.sqlite.corrupt-*"))
@@ -86,6 +87,7 @@ async def test_newer_schema_turns_the_cache_off_and_keeps_the_file(tmp_path: Pat
     with sqlite3.connect(path) as conn:
         conn.execute(f"PRAGMA user_version={SCHEMA.version + 1}")
     cache = SqliteCache(path)
+    assert not await cache.ready()
     assert cache.disabled and f"version {SCHEMA.version + 1}" in cache.disabled
     assert not list(tmp_path.glob("*.corrupt-*")), "a newer taskloom's cache is not ours to move"
     await cache.aclose()
@@ -169,6 +171,7 @@ async def test_several_processes_share_the_file_and_the_counters(tmp_path: Path)
         assert proc.returncode == 0, err.decode()
     cache = SqliteCache(path)
     try:
+        assert await cache.ready()
         stats = cache.stats()
         assert stats["entries"] == 900
         assert stats["hits"] == 900 and stats["misses"] == 900
@@ -182,3 +185,109 @@ async def test_several_processes_share_the_file_and_the_counters(tmp_path: Path)
             stats["entries"],
             stats["bytes"],
         ), "the entries/bytes counters agree with the table"
+
+
+_RACER = textwrap.dedent(
+    """
+    import json, sys, time, anyio
+    from taskloom_sqlite.cache import SqliteCache
+
+    path, me, other, n, start = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
+
+    async def main():
+        cache = SqliteCache(path, busy_timeout=30, max_entries=500)
+        assert await cache.ready(), cache.disabled
+        while time.time() < start:  # both processes begin together
+            await anyio.sleep(0.001)
+        hits = misses = 0
+        for i in range(n):
+            await cache.set(f"{me}:{i}", f"{me}-{i}".encode() * 10)
+            for key in (f"{me}:{i}", f"{other}:{i}", f"{other}:{max(i - 50, 0)}"):
+                if await cache.get(key) is None:
+                    misses += 1
+                else:
+                    hits += 1
+        await cache.aclose()
+        print(json.dumps({"hits": hits, "misses": misses}))
+
+    anyio.run(main)
+    """
+)
+
+
+@pytest.mark.anyio
+async def test_two_processes_racing_puts_and_gets_keep_consistent_counts(tmp_path: Path) -> None:
+    """Two real processes write and read the same keys' neighbourhood at the same time, past
+    the entry cap: every lookup is counted once, every write is either kept or evicted, and
+    the totals agree with the table."""
+    import json
+    import time
+
+    path = tmp_path / "cache.sqlite"
+    SqliteCache(path, max_entries=500).close()
+    n, start = 400, time.time() + 1.5
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _RACER, str(path), me, other, str(n), str(start)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for me, other in (("a", "b"), ("b", "a"))
+    ]
+    reported = {"hits": 0, "misses": 0}
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err.decode()
+        for name, value in json.loads(out.decode().strip().splitlines()[-1]).items():
+            reported[name] += value
+    assert reported["hits"] + reported["misses"] == 2 * n * 3
+    assert reported["hits"] >= 2 * n, "each process reads back its own fresh write"
+    cache = SqliteCache(path, max_entries=500)
+    try:
+        assert await cache.ready()
+        stats = cache.stats()
+    finally:
+        await cache.aclose()
+    assert stats["hits"] == reported["hits"] and stats["misses"] == reported["misses"], (stats, reported)
+    assert stats["entries"] == 500, "the cap holds across processes"
+    assert stats["evictions"] == 2 * n - 500, "every write is kept or counted as evicted"
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("SELECT count(*), sum(size) FROM entries").fetchone() == (stats["entries"], stats["bytes"])
+        for key, value in conn.execute("SELECT key, value FROM entries"):
+            me, i = key.split(":")
+            assert value == f"{me}-{i}".encode() * 10, key
+
+
+@pytest.mark.anyio
+async def test_set_is_committed_when_it_returns(tmp_path: Path) -> None:
+    path = tmp_path / "cache.sqlite"
+    cache = SqliteCache(path)
+    try:
+        await cache.set("k", b"visible")
+        with sqlite3.connect(path) as other:  # another connection, as another process would
+            assert other.execute("SELECT value FROM entries WHERE key = 'k'").fetchone() == (b"visible",)
+    finally:
+        await cache.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_set_that_must_evict_many_rows_still_keeps_the_cap(tmp_path: Path) -> None:
+    """Lowering the cap makes the next set evict far more rows than a set does on the loop:
+    the writer thread does it, and the counters stay exact."""
+    path = tmp_path / "cache.sqlite"
+    cache = SqliteCache(path, max_entries=1000)
+    for i in range(1000):
+        await cache.set(f"k{i:04}", b"v" * 10)
+    await cache.aclose()
+    cache = SqliteCache(path, max_entries=10)
+    try:
+        assert await cache.ready()
+        await cache.set("newest", b"n")
+        stats = cache.stats()
+        assert stats["entries"] == 10 and stats["evictions"] == 991 and stats["bytes"] == 9 * 10 + 1
+        assert await cache.get("newest") == b"n"
+        assert await cache.get("k0999") == b"v" * 10, "the most recent old entries are the ones kept"
+        assert await cache.get("k0000") is None
+    finally:
+        await cache.aclose()

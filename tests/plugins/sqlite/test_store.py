@@ -87,7 +87,7 @@ def test_unwritable_location_is_a_clear_error() -> None:
     assert str(path) in str(info.value)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions (see the two tests below)")
 def test_read_only_directory_is_a_clear_error(tmp_path: Path) -> None:
     folder = tmp_path / "ro"
     folder.mkdir()
@@ -97,6 +97,64 @@ def test_read_only_directory_is_a_clear_error(tmp_path: Path) -> None:
             SqliteStore(folder / "runs.sqlite")
     finally:
         folder.chmod(0o755)
+
+
+@pytest.mark.skipif(not Path("/sys/kernel").is_dir(), reason="needs Linux sysfs")
+def test_directory_that_refuses_new_files_is_a_clear_error_even_for_root() -> None:
+    # sysfs refuses to create regular files for every user, root included (EACCES), while
+    # os.access says root may write there: only trying to create a file finds out.
+    path = Path("/sys/kernel/taskloom-runs.sqlite")
+    with pytest.raises(DatabasePathError) as info:
+        SqliteStore(path)
+    message = str(info.value)
+    assert str(path) in message and "/sys/kernel is read-only" in message and "store_path" in message
+    assert not path.exists()
+
+
+_READ_ONLY_MOUNT = textwrap.dedent(
+    """
+    set -e
+    mount --bind "$1" "$1"
+    mount -o remount,bind,ro "$1"
+    exec "$2" -c '
+    import sys
+    from taskloom_sqlite.db import DatabasePathError
+    from taskloom_sqlite.store import SqliteStore
+    try:
+        SqliteStore(sys.argv[1] + "/runs.sqlite")
+    except DatabasePathError as exc:
+        print(exc)
+    else:
+        print("OPENED")
+    ' "$1"
+    """
+)
+
+
+def test_read_only_mount_is_a_clear_error(tmp_path: Path) -> None:
+    """A real read-only filesystem (a read-only bind mount in a private mount namespace, so
+    nothing outside this test sees it): root cannot write there either."""
+    import shutil
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    unshare = shutil.which("unshare")
+    if unshare is None or os.geteuid() != 0:
+        pytest.skip("needs root and unshare(1) to make a read-only mount")
+    probe = subprocess.run([unshare, "-m", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot make a mount namespace here: {probe.stderr.decode().strip()}")
+    result = subprocess.run(
+        [unshare, "-m", "--propagation", "private", "sh", "-c", _READ_ONLY_MOUNT, "sh", str(folder), sys.executable],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    message = result.stdout.strip()
+    assert message != "OPENED", "a store must not open in a read-only directory"
+    assert f"{folder}/runs.sqlite" in message and "read-only" in message, message
+    assert not (folder / "runs.sqlite").exists()
 
 
 def test_kernel_error_names_the_configured_path(tmp_path: Path, config: dict[str, Any]) -> None:
@@ -113,6 +171,7 @@ async def test_default_store_is_sqlite_in_the_user_data_dir() -> None:
     try:
         assert isinstance(store, SqliteStore)
         assert store.path == Path(os.environ["XDG_DATA_HOME"]) / "taskloom" / "runs.sqlite"
+        await store.ready()  # made inside the event loop: opened on the writer thread
         assert store.path.exists()
     finally:
         await kernel.aclose()
@@ -298,6 +357,66 @@ async def test_gateway_records_calls_and_events(config: dict[str, Any]) -> None:
         assert [e.kind for e in events].count("model.call") == 2
     finally:
         await kernel.aclose()
+
+
+@pytest.mark.anyio
+async def test_events_are_recorded_by_default(config: dict[str, Any]) -> None:
+    assert "record_events" not in config["plugins"]["sqlite"]
+    kernel = load_kernel(config)
+    try:
+        store = kernel.store
+        request = ModelRequest(model="fake", messages=[Message.user("hi")])
+        request.metadata.run_id = "r2"
+        await kernel.gateway.complete(request)
+        await store.flush()
+        events = await store.get_events("r2")
+        assert [e.kind for e in events].count("model.call") == 1, [e.kind for e in events]
+    finally:
+        await kernel.aclose()
+
+
+@pytest.mark.anyio
+async def test_record_events_false_keeps_none(config: dict[str, Any]) -> None:
+    config["plugins"]["sqlite"]["record_events"] = False
+    kernel = load_kernel(config)
+    try:
+        request = ModelRequest(model="fake", messages=[Message.user("hi")])
+        request.metadata.run_id = "r3"
+        await kernel.gateway.complete(request)
+        await kernel.store.flush()
+        assert await kernel.store.get_events("r3") == []
+        assert len(await kernel.store.get_calls("r3")) == 1
+    finally:
+        await kernel.aclose()
+
+
+@pytest.mark.anyio
+async def test_events_are_batched_and_committed_with_the_next_checkpoint(tmp_path: Path) -> None:
+    from taskloom.types import Event
+
+    store = SqliteStore(tmp_path / "runs.sqlite")
+    posts = 0
+    real_post = store._worker.post
+
+    def counting_post(fn: Any) -> None:  # a spy on the real worker, which still does the work
+        nonlocal posts
+        posts += 1
+        real_post(fn)
+
+    store._worker.post = counting_post  # type: ignore[method-assign]
+    try:
+        await store.create_run(make_run())
+        for i in range(2000):
+            store.post_event(Event(kind="task.progress", run_id="run-1", task_id=f"t{i}", data={"i": i}))
+        await store.save_task(TaskRecord(run_id="run-1", task_id="t", state="succeeded"))
+        # Committed with the checkpoint: another connection sees them, in order.
+        with sqlite3.connect(store.path) as conn:
+            rows = conn.execute("SELECT task_id, data FROM events WHERE run_id = 'run-1' ORDER BY id").fetchall()
+        assert [r[0] for r in rows] == [f"t{i}" for i in range(2000)]
+        assert json.loads(rows[-1][1]) == {"i": 1999}
+        assert posts <= 20, f"{posts} writer jobs for 2,000 events: they should be batched"
+    finally:
+        await store.aclose()
 
 
 class _Tools:

@@ -215,6 +215,9 @@ def cache_stats(ctx: click.Context, as_json: bool) -> None:
         backend = kernel.cache
         if backend is None:
             return None
+        ready = getattr(backend, "ready", None)  # a cache that opens its file off the loop
+        if ready is not None:
+            await ready()
         out: dict[str, Any] = {"backend": kernel.settings.taskloom.cache, **backend.stats()}
         path = getattr(backend, "path", None)
         if path is not None:

@@ -31,7 +31,9 @@ class SqliteConfig(BaseModel):
         "(one fsync per commit).",
     )
     record_events: bool = Field(
-        False, description="Also keep every event in the run store (when it is the sqlite one); costs CPU on big runs."
+        True,
+        description="Keep every event in the run store (when it is the sqlite one), written in batches; "
+        "false saves a little CPU on very big runs.",
     )
     tool_prices: dict[str, Decimal] = Field(
         default_factory=dict, description='USD per call of a tool, e.g. { "web.search" = 0.005 }.'

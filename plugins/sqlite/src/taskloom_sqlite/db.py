@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -78,12 +79,36 @@ def check_path(path: Path, *, what: str, key: str, create_dir: bool) -> Path:
     if path.exists() and path.is_dir():
         raise DatabasePathError(f"{what} {path}: is a directory, not a file; {fix}")
     # WAL mode creates -wal and -shm files next to the database, so the directory itself
-    # must be writable even when the file already exists.
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise DatabasePathError(f"{what} {path}: the directory {parent} is read-only; {fix}")
+    # must be writable even when the file already exists. Creating a file is the only test
+    # that holds for root too (os.access ignores permission bits for root, and knows nothing
+    # of read-only mounts or filesystems that refuse new files).
+    reason = _cannot_create_in(parent)
+    if reason is not None:
+        raise DatabasePathError(f"{what} {path}: the directory {parent} is read-only ({reason}); {fix}")
     if path.exists() and not os.access(path, os.R_OK | os.W_OK):
         raise DatabasePathError(f"{what} {path}: the file is not readable and writable by this user; {fix}")
     return path
+
+
+def _cannot_create_in(folder: Path) -> str | None:
+    """Why no file can be created in ``folder`` (None when one can): tries it."""
+    probe = folder / f".taskloom-probe-{os.getpid()}-{threading.get_ident()}"
+    try:
+        fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        try:  # a probe left by a killed process: removing it is the test
+            os.unlink(probe)
+        except OSError as exc:
+            return exc.strerror or type(exc).__name__
+        return None
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    os.close(fd)
+    try:
+        os.unlink(probe)
+    except OSError:
+        pass
+    return None
 
 
 def connect(

@@ -21,7 +21,7 @@ from .config import NAME, SqliteConfig, cache_location, get_config, store_locati
 class SqlitePlugin:
     def __init__(self) -> None:
         self.store: Any = None
-        self.record_events = False
+        self.record_events = True
 
     @hookimpl
     def taskloom_config_model(self) -> type[BaseModel]:

@@ -4,7 +4,8 @@ Runs, task checkpoints, model calls, tool calls and events. Every record keeps i
 JSON (exact round trip: decimals stay decimal text) next to the columns reports query.
 Checkpoints (``save_task``, ``create_run``, ``update_run``) are committed before they
 return; ledger rows and events are queued and committed with the next transaction, at the
-latest with the next checkpoint or ``flush()`` (see :mod:`taskloom_sqlite.worker`).
+latest with the next checkpoint or ``flush()`` (see :mod:`taskloom_sqlite.worker`); events
+are buffered and written in batches.
 
 Durability: WAL with ``synchronous=NORMAL`` by default. A commit is then safe from the
 process dying at any moment (SIGKILL, OOM, Ctrl-C): the WAL frames are in the OS before
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +25,8 @@ from pydantic_core import to_json
 from taskloom.records import CallRecord, RunRecord, TaskRecord, ToolCallRecord
 from taskloom.types import Event
 
-from .db import Schema, Synchronous, open_database
-from .worker import Worker
+from .db import Schema, Synchronous, check_path, open_database
+from .worker import Worker, in_event_loop
 
 WHAT = "run store"
 
@@ -127,6 +129,26 @@ _INSERT_TOOL_CALL = """INSERT INTO tool_calls (run_id, task_id, agent, name, arg
 _INSERT_EVENT = "INSERT INTO events (time, kind, run_id, task_id, agent, data) VALUES (?, ?, ?, ?, ?, ?)"
 
 
+class _EventBatch:
+    """A posted job writing the events buffered when it runs (kept if it must be retried)."""
+
+    __slots__ = ("rows", "store")
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.store = store
+        self.rows: list[tuple[Any, ...]] | None = None
+
+    def __call__(self, conn: sqlite3.Connection) -> None:
+        if self.rows is None:
+            # Serialised on the writer thread: an event is not changed after it is emitted.
+            self.rows = [
+                (e.time, e.kind, e.run_id, e.task_id, e.agent, to_json(e.data, fallback=str).decode())
+                for e in self.store._take_events()
+            ]
+        if self.rows:
+            conn.executemany(_INSERT_EVENT, self.rows)
+
+
 def _run_row(run: RunRecord) -> tuple[Any, ...]:
     return (
         run.workflow,
@@ -153,12 +175,26 @@ class SqliteStore:
         create_dir: bool = False,
         key: str = "store_path",
     ) -> None:
-        self.path = Path(path).expanduser()
-        conn = open_database(
-            self.path, SCHEMA, key=key, busy_timeout=busy_timeout, synchronous=synchronous, create_dir=create_dir
-        )
-        self.path = self.path.absolute()
-        self._worker = Worker(conn, what=WHAT, path=self.path, name="taskloom-sqlite-store")
+        # A bad path is an error at once (a few stat/create calls); opening and migrating the
+        # file may wait for another process's lock, so inside an event loop it happens on the
+        # writer thread and its error (a newer schema, say) comes from the first operation.
+        self.path = check_path(Path(path), what=WHAT, key=key, create_dir=create_dir).absolute()
+        self._events: list[Event] = []
+        self._events_lock = threading.Lock()
+
+        def opener() -> sqlite3.Connection:
+            return open_database(self.path, SCHEMA, key=key, busy_timeout=busy_timeout, synchronous=synchronous)
+
+        self._worker = Worker(what=WHAT, path=self.path, name="taskloom-sqlite-store", opener=opener)
+        if not in_event_loop():
+            error = self._worker.opened.exception()  # waits: no loop to keep responsive
+            if error is not None:
+                self._worker.close()
+                raise error
+
+    async def ready(self) -> None:
+        """Wait until the file is open (without blocking the loop); raise why it cannot be."""
+        await self._worker.ready()
 
     # ------------------------------------------------------------------ runs
 
@@ -268,14 +304,24 @@ class SqliteStore:
         self.post_event(event)
 
     def post_event(self, event: Event) -> None:
-        """Queue an event without waiting (for the synchronous progress-sink hook)."""
+        """Keep an event without waiting (for the synchronous progress-sink hook).
 
-        # Serialised on the writer thread: the event is not changed after it is emitted.
-        def job(conn: sqlite3.Connection) -> None:
-            data = to_json(event.data, fallback=str).decode()
-            conn.execute(_INSERT_EVENT, (event.time, event.kind, event.run_id, event.task_id, event.agent, data))
+        Events are buffered and written together, in the writer thread's next transaction
+        (with the next checkpoint or ledger row when the store is busy, at once when idle):
+        one job per burst of events, not one per event."""
+        with self._events_lock:
+            self._events.append(event)
+            n = len(self._events)
+        if n == 1:
+            if not self._worker.closed:
+                self._worker.post(_EventBatch(self))
+        elif n % 4096 == 0 and self._worker.open_error is not None:
+            self._take_events()  # the file never opened: nothing will write them
 
-        self._worker.post(job)
+    def _take_events(self) -> list[Event]:
+        with self._events_lock:
+            events, self._events = self._events, []
+        return events
 
     async def get_calls(self, run_id: str) -> list[CallRecord]:
         def job(conn: sqlite3.Connection) -> list[str]:

@@ -12,6 +12,11 @@ Two ways in:
   posted before it durable. A posted write that fails for a passing reason (database
   locked, disk full) is kept and tried again with the next transaction.
 
+The connection may be opened on the thread itself (``Worker(opener=...)``): opening and
+migrating a file can wait for another process's write lock, which must not happen on the
+event loop. Jobs queued meanwhile run once it is open; if opening fails, every awaited job
+gets that error (``await worker.ready()`` raises it too) and posted ones are dropped.
+
 This is what ``aiosqlite`` does (a thread per connection, futures resolved on the loop)
 plus the batching, which aiosqlite lacks and which the checkpoint benchmark needs.
 """
@@ -53,11 +58,45 @@ class _Job:
 _STOP = _Job(lambda conn: None, None, False)
 
 
+async def wait_future(future: concurrent.futures.Future[T]) -> T:
+    """Await a thread's future from asyncio or trio without blocking the loop."""
+    if future.done():
+        return future.result()
+    if sniffio.current_async_library() == "asyncio":
+        return await asyncio.wrap_future(future)
+    import anyio
+
+    return await anyio.to_thread.run_sync(future.result)
+
+
+def in_event_loop() -> bool:
+    """Whether this thread is running an async event loop (so must not block)."""
+    try:
+        sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        return False
+    return True
+
+
 class Worker:
-    def __init__(self, conn: sqlite3.Connection, *, what: str, path: Path, name: str = "taskloom-sqlite") -> None:
-        self.conn = conn
+    def __init__(
+        self,
+        conn: sqlite3.Connection | None = None,
+        *,
+        what: str,
+        path: Path,
+        name: str = "taskloom-sqlite",
+        opener: Callable[[], sqlite3.Connection] | None = None,
+    ) -> None:
+        if (conn is None) == (opener is None):
+            raise TypeError("give a connection or an opener")
+        self.conn: sqlite3.Connection = conn  # type: ignore[assignment]  # set by the opener on the thread
         self.what = what
         self.path = path
+        self._opener = opener
+        self.opened: concurrent.futures.Future[None] = concurrent.futures.Future()
+        if conn is not None:
+            self.opened.set_result(None)
         self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._retry: list[_Job] = []
         self._closed = False
@@ -72,6 +111,15 @@ class Worker:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def open_error(self) -> BaseException | None:
+        """Why the file could not be opened (None while opening or once open)."""
+        return self.opened.exception() if self.opened.done() else None
+
+    async def ready(self) -> None:
+        """Wait until the connection is open; raise the error if it could not be."""
+        await wait_future(self.opened)
+
     def submit(self, fn: Callable[[sqlite3.Connection], T], *, write: bool = True) -> concurrent.futures.Future[T]:
         if self._closed:
             raise RuntimeError(f"{self.what} {self.path} is closed")
@@ -80,12 +128,7 @@ class Worker:
         return future
 
     async def call(self, fn: Callable[[sqlite3.Connection], T], *, write: bool = True) -> T:
-        future = self.submit(fn, write=write)
-        if sniffio.current_async_library() == "asyncio":
-            return await asyncio.wrap_future(future)
-        import anyio
-
-        return await anyio.to_thread.run_sync(future.result)
+        return await wait_future(self.submit(fn, write=write))
 
     def post(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
         if self._closed:
@@ -112,11 +155,40 @@ class Worker:
                 len(self._retry),
                 "database locked or disk full",
             )
-        self.conn.close()
+        if self.conn is not None:
+            self.conn.close()
 
     # ------------------------------------------------------------------ the thread
 
+    def _open(self) -> bool:
+        if self._opener is None:
+            return True
+        try:
+            self.conn = self._opener()
+        except BaseException as exc:
+            self.opened.set_exception(exc)
+            return False
+        self.opened.set_result(None)
+        return True
+
+    def _refuse(self) -> None:
+        """The file could not be opened: fail every job until closed."""
+        error = self.opened.exception()
+        assert error is not None
+        while True:
+            job = self._queue.get()
+            if job is _STOP:
+                return
+            if job.future is not None:
+                if job.future.set_running_or_notify_cancel():
+                    job.future.set_exception(error)
+            elif job.write:
+                self.failed_writes += 1
+
     def _main(self) -> None:
+        if not self._open():
+            self._refuse()
+            return
         get = self._queue.get
         get_nowait = self._queue.get_nowait
         while True:
