@@ -63,7 +63,7 @@ def config(router: dict[str, Any] | None = None, models: dict[str, dict[str, Any
         "taskloom": {
             "store": "memory",
             "cache": "none",
-            "plugins": ["router", "scripted", "prices", "memory-store", "recorder"],
+            "plugins": ["router", "scripted", "prices", "memory-store", "local-executor", "recorder"],
         },
         "models": copy.deepcopy(models or MODELS),
         "plugins": {"router": table},

@@ -3,7 +3,9 @@
 A hook cannot reach the gateway, so the router keeps its own view:
 
 * **in flight**: a call counts from the moment it is routed until its ``model.call`` or
-  ``model.error`` event arrives (or ``inflight_ttl_s`` passes, for calls that never report);
+  ``model.error`` event arrives, or until ``inflight_ttl_s`` passes: a completion that is
+  never reported (a crashed worker, a lost event) stops counting then, so it cannot make a
+  deployment look busy for ever (``expired_in_flight`` counts those);
 * **rate windows**: requests and tokens over the last 60 s, for ``rpm`` / ``tpm``
   (tokens: the prompt estimate when routed, the output tokens when the call reports);
 * **latency**: a time-decayed average of ``latency_s`` (see :class:`DecayingAverage`);
@@ -72,10 +74,14 @@ class DeploymentState:
     circuit_threshold: int
     circuit_cooldown: float
     latency: DecayingAverage
+    inflight_ttl: float = 600.0
+    """Seconds after which a call routed here and never reported stops counting as in flight."""
     requests: deque[float] = field(default_factory=deque)
     tokens: deque[tuple[float, int]] = field(default_factory=deque)
     token_sum: int = 0
-    in_flight: int = 0
+    flights: deque[float] = field(default_factory=deque)
+    """When each call in flight was routed, oldest first."""
+    expired_in_flight: int = 0
     failures: deque[float] = field(default_factory=deque)
     cooldown_until: float = 0.0
     consecutive: int = 0
@@ -119,15 +125,25 @@ class DeploymentState:
         while tokens and tokens[0][0] <= edge:
             self.token_sum -= tokens.popleft()[1]
 
+    @property
+    def in_flight(self) -> int:
+        return len(self.flights)
+
     def busy(self, now: float) -> int:
+        """Calls in flight now; those routed more than ``inflight_ttl`` ago are dropped."""
         if self.rpm is None and self.tpm is None:
             self._prune(now)
-        return self.in_flight
+        flights = self.flights
+        edge = now - self.inflight_ttl
+        while flights and flights[0] <= edge:
+            flights.popleft()
+            self.expired_in_flight += 1
+        return len(flights)
 
     # ------------------------------------------------------------ bookkeeping
 
     def routed(self, now: float, tokens: int) -> None:
-        self.in_flight += 1
+        self.flights.append(now)
         self.requests.append(now)
         if tokens:
             self.tokens.append((now, tokens))
@@ -136,8 +152,9 @@ class DeploymentState:
             self._prune(now)
 
     def settled(self) -> None:
-        if self.in_flight > 0:
-            self.in_flight -= 1
+        """A call reported back: the oldest call in flight stops counting."""
+        if self.flights:
+            self.flights.popleft()
 
     def succeeded(self, now: float, latency_s: float | None, output_tokens: int) -> None:
         self.consecutive = 0
@@ -167,7 +184,8 @@ class DeploymentState:
         self._prune(now)
         return {
             "alias": self.alias,
-            "in_flight": self.in_flight,
+            "in_flight": self.busy(now),
+            "expired_in_flight": self.expired_in_flight,
             "requests_last_minute": len(self.requests),
             "tokens_last_minute": self.token_sum,
             "latency_s": None if latency is None else round(latency, 4),

@@ -35,6 +35,28 @@ from .config import Adaptive
 
 Cell = tuple[str, str, str]
 
+NOT_ESCALATING = frozenset(
+    {"timeout", "max_turns", "max_requests", "max_tool_calls", "max_tokens", "max_cost", "budget", "denied", "config"}
+)
+"""Why a run can stop without a stronger model helping: limits, time, budget, policy, config."""
+
+
+def escalates(reason: str) -> bool:
+    """Whether a failure for ``reason`` (an agent stop reason, ``refusal``, or the workflow
+    engine's ``escalation_reason``) is worth a stronger tier."""
+    return reason not in NOT_ESCALATING
+
+
+def retry_reason(error: str | None) -> str:
+    """The stop reason in a failed task attempt's error (``"invalid_output: ..."``)."""
+    text = error or ""
+    head = text.split(":", 1)[0].strip()
+    if head in NOT_ESCALATING or head in ("error", "invalid_output", "refusal"):
+        return head
+    if text.startswith("timed out"):
+        return "timeout"
+    return "error"
+
 
 class Outcomes:
     def __init__(self) -> None:

@@ -16,10 +16,13 @@ from taskloom.types import ModelRequest
 from . import balance
 from .errors import NoDeploymentAvailable
 from .health import DeploymentState
+from .meta import meta_value, tokens_denial
+from .outcomes import escalates
 from .scoring import Score, score
 
 if TYPE_CHECKING:
     from .plugin import KeyState, Router
+
 
 Key = tuple[str | None, str | None, str | None]
 
@@ -39,6 +42,10 @@ class Plan:
     step_down: bool = False
     escalation: str | None = None
     error: Exception | None = None
+    attempt: int | None = None
+    """Set when this is the first call of a new workflow task attempt."""
+    retry_floor: int | None = None
+    """Set when that attempt escalates: the tier later attempts keep as their floor."""
 
     def as_dict(self, tiers: list[str]) -> dict[str, Any]:
         first = self.chain[0] if self.chain else None
@@ -55,6 +62,7 @@ class Plan:
             "estimated_cost_usd": None if self.estimate is None else round(self.estimate, 8),
             "budget_remaining_usd": self.remaining,
             "escalation": self.escalation,
+            "attempt": self.attempt,
             "reasons": self.score.notes + self.reasons if self.reasons else self.score.notes,
             "skipped": self.skipped,
         }
@@ -73,15 +81,15 @@ def plan(router: Router, request: ModelRequest, key: Key, state: KeyState | None
         if points:
             tier = router.tier_for(sc.value)
     p = Plan(request, sc, tier, tier, [])
+    meta = request.metadata
     floor = 0
-    extra = request.metadata.__pydantic_extra__
-    if extra:
-        wanted = extra.get("min_tier")
-        if wanted is not None:
-            floor = router.tier_index(str(wanted))
-            if floor > tier:
-                p.escalation = str(extra.get("escalation_reason") or "escalated")
-                p.reasons.append(f"escalated to {wanted} ({p.escalation})")
+    wanted = meta_value(meta, "min_tier")
+    if wanted is not None:
+        floor = router.tier_index(str(wanted))
+        if floor > tier:
+            p.escalation = str(meta_value(meta, "escalation_reason") or "escalated")
+            p.reasons.append(f"escalated to {wanted} ({p.escalation})")
+    floor = max(floor, _retry(router, p, state, tier))
     if state is not None:
         if state.escalate is not None and state.tier is not None and state.escalations < cfg.escalation.max_retries:
             up = min(state.tier + 1, len(router.tiers) - 1)
@@ -93,13 +101,69 @@ def plan(router: Router, request: ModelRequest, key: Key, state: KeyState | None
     start = max(tier, floor)
     p.tier = start
     p.output_tokens = request.max_tokens or cfg.budget.expected_output_tokens
-    p.remaining = router.remaining(request.metadata, state)
+    tokens_left = router.remaining_tokens(meta)
+    if tokens_left is not None and sc.prompt_tokens + (request.max_tokens or 0) > tokens_left:
+        p.error = BudgetExceeded("router: " + tokens_denial(sc.prompt_tokens, request.max_tokens, tokens_left))
+        return p
+    p.remaining = router.remaining(meta, state)
     if p.remaining is not None:
         _budget_tier(router, p, start, floor, now)
         if p.error is not None:
             return p
     _build_chain(router, p, now)
     return p
+
+
+def _retry(router: Router, p: Plan, state: KeyState | None, tier: int) -> int:
+    """The floor for a workflow task's retried attempt (0: none).
+
+    The attempt number and reason come from the metadata (``attempt``,
+    ``escalation_reason``, set by the workflow engine) or, without them, from the
+    engine's ``task.retry`` event. A new attempt whose reason is a capability failure
+    (not a limit, a timeout or a denial) goes one tier above the highest tier the last
+    attempt used, at most ``escalation.max_retries`` times for one task; later attempts
+    stay at least there. Without a record of earlier attempts (another process, a remote
+    executor) it goes ``attempt - 1`` tiers above the scored one, within the same bound.
+    """
+    meta = p.request.metadata
+    value = meta_value(meta, "attempt")
+    hint = state.retry_hint if state is not None else None
+    if value is not None:
+        try:
+            attempt = int(value)
+        except (TypeError, ValueError):
+            attempt = 1
+        reason = meta_value(meta, "escalation_reason")
+        if reason is None and hint is not None and hint[0] == attempt:
+            reason = hint[1]
+    elif hint is not None:
+        attempt, reason = hint
+    else:
+        return state.retry_floor if state is not None else 0
+    seen = state.attempt if state is not None else 1
+    floor = state.retry_floor if state is not None else 0
+    if attempt <= seen:
+        return floor
+    p.attempt = attempt
+    reason = str(reason) if reason else None
+    bound = router.config.escalation.max_retries
+    last = len(router.tiers) - 1
+    if reason is None or not escalates(reason):
+        return floor
+    if state is not None:
+        if state.retry_escalations >= bound:
+            return floor
+        base = state.top if state.top is not None else (state.tier if state.tier is not None else tier)
+        target = min(last, max(floor, base + 1))
+    else:
+        base = tier
+        target = min(last, tier + min(attempt - 1, bound))
+    if target <= base:
+        return floor  # the last attempt was on the top tier already
+    p.retry_floor = target
+    p.escalation = reason
+    p.reasons.append(f"task attempt {attempt}: escalated from {router.tier_names[base]} ({reason})")
+    return target
 
 
 def _cost(d: DeploymentState, p: Plan) -> float | None:

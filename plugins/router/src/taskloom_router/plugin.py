@@ -6,10 +6,17 @@ Hooks:
   chosen deployment, the rest of its tier, then up to ``escalation.max_tiers`` tiers up).
   The decision, with its factor breakdown, goes into ``request.metadata.route`` and into
   the gateway's ``model.route`` event (``data["route"]``).
-* ``taskloom_check``: denies a model call whose estimated cost cannot fit the remaining
-  budget (``metadata.budget_usd`` / ``budget_remaining_usd``), or when the budget is zero.
-* ``taskloom_event``: learns deployment health, latency, spend and outcomes from events.
-* ``taskloom_register_commands``: ``taskloom router explain`` and ``taskloom router stats``.
+* ``taskloom_check``: denies a model call whose estimated cost (or tokens) cannot fit the
+  run's remaining budget (``metadata.budget_remaining_usd`` / ``budget_remaining_tokens``,
+  filled by the agent loop, or the ``budget_usd`` extra), or when the budget is zero.
+* ``taskloom_event``: learns deployment health, latency, spend and outcomes from events,
+  and which workflow tasks are being retried (``task.retry``) so their next attempt
+  goes a tier up.
+* ``taskloom_register_commands``: ``taskloom router explain``, ``stats`` and ``learn``.
+
+Metadata the kernel may declare as typed fields or pass as extras (``budget_remaining_usd``,
+``budget_remaining_tokens``, ``attempt``, ``escalation_reason``) is read with
+:func:`meta_value`, which finds it either way.
 """
 
 from __future__ import annotations
@@ -34,7 +41,8 @@ from taskloom.types import Action, Denial, Event, ModelRequest, RequestMeta, Usa
 from .config import DEFAULT_TASK_TYPES, RouterConfig, check_aliases
 from .errors import EscalationExhausted
 from .health import DecayingAverage, DeploymentState, is_request_fault
-from .outcomes import Outcomes, Stats, read_state, write_state
+from .meta import meta_value, tokens_denial
+from .outcomes import Outcomes, Stats, escalates, read_state, retry_reason, write_state
 from .planner import Key, Plan, check_tier_name, plan
 from .prices import per_token
 
@@ -58,6 +66,15 @@ class KeyState:
     escalations: int = 0
     floor: int = 0
     last_ok: tuple[str, str, str] | None = None
+    attempt: int = 1
+    """The workflow task attempt this agent run is on."""
+    top: int | None = None
+    """The highest tier routed during this attempt."""
+    retry_floor: int = 0
+    """The lowest tier for later attempts, after an escalated retry."""
+    retry_escalations: int = 0
+    retry_hint: tuple[int, str] | None = None
+    """(next attempt, reason) from the engine's ``task.retry`` event."""
 
 
 def _key(meta: RequestMeta | Event) -> Key:
@@ -84,6 +101,8 @@ class Router:
         self.recent: deque[dict[str, Any]] = deque(maxlen=100)
         self.refusals: list[re.Pattern[str]] = []
         self.state_path: Path | None = None
+        self.learned_runs: dict[str, None] = {}
+        """Runs whose outcomes are counted (from events or the run store), oldest first."""
         self._checked: Plan | None = None
         self._route_info: dict[str, Any] | None = None
         self._top_prices: tuple[float | None, float | None] = (None, None)
@@ -116,7 +135,7 @@ class Router:
                 state = DeploymentState(
                     alias=dep.model, tier=i, weight=dep.weight, rpm=dep.rpm, tpm=dep.tpm, price_in=price_in, price_out=price_out,
                     circuit_threshold=model.circuit.threshold, circuit_cooldown=model.circuit.cooldown,
-                    latency=DecayingAverage(cfg.latency_half_life_s),
+                    latency=DecayingAverage(cfg.latency_half_life_s), inflight_ttl=cfg.inflight_ttl_s,
                 )  # fmt: skip
                 states.append(state)
                 self.by_alias[dep.model] = state
@@ -135,6 +154,7 @@ class Router:
             data = read_state(self.state_path)
             self.stats.load(data.get("stats", {}))
             self.outcomes.load(data.get("outcomes", []))
+            self.learned_runs = dict.fromkeys(str(r) for r in data.get("learned_runs", []))
             atexit.register(self.flush)
 
     # ------------------------------------------------------------------ lookups
@@ -164,20 +184,29 @@ class Router:
     def remaining(self, meta: RequestMeta, state: KeyState | None = None) -> float | None:
         """The run's remaining budget in USD from the request's metadata, or None.
 
-        ``budget_remaining_usd`` is taken as it is; ``budget_usd`` is the budget of the
-        scope ``budget_id`` (else ``run_id``) minus what the router saw it spend.
+        ``budget_remaining_usd`` (a typed field the agent loop fills from the run's
+        :class:`~taskloom.agent.Budget` on every turn, or an extra) is taken as it is;
+        else ``budget_usd`` is the budget of the scope ``budget_id`` (else ``run_id``)
+        minus what the router saw it spend.
         """
-        extra = meta.__pydantic_extra__
-        if not extra:
-            return None
-        value = extra.get("budget_remaining_usd")
+        value = meta_value(meta, "budget_remaining_usd")
         if value is not None:
             return _number(value, "budget_remaining_usd")
-        value = extra.get("budget_usd")
+        value = meta_value(meta, "budget_usd")
         if value is None:
             return None
         spent = self.spent.get(_budget_key(meta), Decimal(0))
         return _number(value, "budget_usd") - float(spent)
+
+    def remaining_tokens(self, meta: RequestMeta) -> int | None:
+        """The run's remaining token budget (``budget_remaining_tokens``), or None."""
+        value = meta_value(meta, "budget_remaining_tokens")
+        if value is None:
+            return None
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"metadata budget_remaining_tokens must be a whole number, found {value!r}") from None
 
     # ------------------------------------------------------------------ deciding
 
@@ -215,7 +244,15 @@ class Router:
         state.pending, state.pending_at = first.alias, now
         state.tier, state.task_type, state.bucket = p.tier, p.score.task_type, p.score.bucket
         state.budget_key = _budget_key(meta) if p.remaining is not None else None
-        if p.escalation is not None:
+        if p.attempt is not None:  # the first call of a new task attempt
+            if p.retry_floor is not None and p.escalation is not None:
+                state.retry_floor = p.retry_floor
+                state.retry_escalations += 1
+                self.stats.escalations[p.escalation] += 1
+            state.attempt, state.top, state.retry_hint = p.attempt, None, None
+        if state.top is None or p.tier > state.top:
+            state.top = p.tier
+        if p.escalation is not None and p.retry_floor is None:
             if state.escalate is not None:
                 state.escalations += 1
                 state.escalate = None
@@ -295,18 +332,19 @@ class Router:
         if action.kind != "model_call" or request is None:
             return None
         meta = request.metadata
-        if not meta.__pydantic_extra__:
-            return None
         try:
-            remaining = self.remaining(meta, self.keys.get(_key(meta)))
+            remaining = self.remaining(meta)
+            tokens_left = self.remaining_tokens(meta)
         except ValueError as exc:
             return Denial(reason=str(exc), plugin=NAME)
-        if remaining is None:
+        if remaining is None and tokens_left is None:
             return None
-        if remaining <= 0:
+        if remaining is not None and remaining <= 0:
             return Denial(
                 reason=f"the run's budget is used up (${max(remaining, 0.0):.6f} left); no model call fits", plugin=NAME
             )
+        if tokens_left is not None and tokens_left <= 0:
+            return Denial(reason="the run's token budget is used up (0 tokens left); no model call fits", plugin=NAME)
         if request.model == "auto":
             if not self.tiers:
                 return None
@@ -315,10 +353,14 @@ class Router:
             if isinstance(p.error, BudgetExceeded):
                 return Denial(reason=str(p.error).removeprefix("router: "), plugin=NAME)
             return None
-        state = self.by_alias.get(request.model)
-        if state is None or state.price_in is None:
-            return None
         tokens = plan_tokens(self, request)
+        if tokens_left is not None:
+            need = tokens + (request.max_tokens or 0)
+            if need > tokens_left:
+                return Denial(reason=tokens_denial(tokens, request.max_tokens, tokens_left), plugin=NAME)
+        state = self.by_alias.get(request.model)
+        if state is None or state.price_in is None or remaining is None:
+            return None
         cost = state.estimate(tokens, request.max_tokens or self.config.budget.expected_output_tokens)
         if cost is not None and cost > remaining:
             return Denial(
@@ -351,6 +393,8 @@ class Router:
             state = self.keys.get(_key(event))
             if state is not None:
                 state.escalate, state.escalations, state.floor, state.last_ok = None, 0, 0, None
+        elif kind == "task.retry":
+            self._on_retry(event)
         else:
             return
         if self.state_path is not None and self._dirty and self.clock() - self._saved_at > _SAVE_EVERY_S:
@@ -398,7 +442,30 @@ class Router:
             cell = (state.task_type, state.bucket, tier)
             self.outcomes.record(*cell, ok=True, max_samples=self.config.adaptive.max_samples)
             state.last_ok = cell
+            self._learned(event.run_id)
         self._dirty = True
+
+    def _on_retry(self, event: Event) -> None:
+        """The workflow engine retries a task: note it for that agent run's next attempt.
+
+        The next routed call applies it (see ``planner._retry``); metadata from the engine
+        (``attempt``, ``escalation_reason``), when present, takes precedence."""
+        state = self.keys.get(_key(event))
+        if state is None:
+            return
+        failed = int(event.data.get("attempt") or state.attempt)
+        reason = retry_reason(event.data.get("error"))
+        state.retry_hint = (failed + 1, reason)
+        if escalates(reason) and state.last_ok is not None:
+            self.outcomes.flip_success(*state.last_ok)  # its answer was not good enough
+        state.last_ok = None
+        self._dirty = True
+
+    def _learned(self, run_id: str | None) -> None:
+        if run_id is not None and run_id not in self.learned_runs:
+            self.learned_runs[run_id] = None
+            if len(self.learned_runs) > _MAX_KEYS:
+                del self.learned_runs[next(iter(self.learned_runs))]
 
     def _top_cost(self, usage: Usage | None) -> Decimal:
         price_in, price_out = self._top_prices
@@ -427,6 +494,7 @@ class Router:
                     ok=False,
                     max_samples=self.config.adaptive.max_samples,
                 )
+                self._learned(event.run_id)
             self._dirty = True
 
     # ------------------------------------------------------------------ reporting
@@ -456,6 +524,7 @@ class Router:
             {"task_type": t, "size": b, "tier": tier, "succeeded": ok, "failed": fail}
             for t, b, tier, ok, fail in self.outcomes.to_json()
         ]
+        out["learned_runs"] = len(self.learned_runs)
         out["recent"] = list(self.recent)[-10:]
         out["state_path"] = str(self.state_path) if self.state_path else None
         return out
@@ -467,8 +536,33 @@ class Router:
         self._saved_at = self.clock()
         self._dirty = False
         write_state(
-            self.state_path, {"stats": self.stats.as_dict(self.tier_names), "outcomes": self.outcomes.to_json()}
+            self.state_path,
+            {
+                "stats": self.stats.as_dict(self.tier_names),
+                "outcomes": self.outcomes.to_json(),
+                "learned_runs": list(self.learned_runs),
+            },
         )
+
+    async def learn_from_store(self, store: Any, runs: int = 200) -> tuple[int, int]:
+        """Count the outcomes recorded in the run store's last ``runs`` finished runs that
+        this router has not counted yet (see :mod:`taskloom_router.learning`).
+
+        Returns (runs learned from, outcomes added). With ``state_path`` the result is
+        written to the file, which then acts as a cache of the store."""
+        from .learning import outcomes_from_store
+
+        found = await outcomes_from_store(store, self.by_alias, self.tier_names, set(self.learned_runs), runs)
+        added = 0
+        for run_id, rows in found:
+            for task_type, bucket, tier, ok in rows:
+                self.outcomes.record(task_type, bucket, tier, ok, max_samples=self.config.adaptive.max_samples)
+                added += 1
+            self._learned(run_id)
+        if found:
+            self._dirty = True
+            self.flush()
+        return len(found), added
 
 
 def plan_tokens(router: Router, request: ModelRequest) -> int:
