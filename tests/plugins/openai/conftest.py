@@ -157,18 +157,37 @@ class Reply:
     events: list[str] | None = None
     """Server-sent event payloads written one by one (``data: ...``); the connection is then
     closed, so a list without ``[DONE]`` is a stream cut short."""
+    interval: float = 0.0
+    """Seconds between two events."""
+    endless: str | None = None
+    """After ``events``, keep writing this payload every ``interval`` until the client goes
+    away (at most 60 s); the server then records the case in ``FakeServer.disconnected``."""
 
 
 @dataclass
 class FakeServer:
-    """Answers every request to ``/<case>/v1/...`` with ``replies[case]``; records requests."""
+    """Answers every request to ``/<case>/v1/...`` with ``replies[case]`` (a list is answered
+    in order, its last reply repeated); records requests, each with the client's address
+    (``client``: one per TCP connection)."""
 
     port: int
-    replies: dict[str, Reply] = field(default_factory=dict)
+    replies: dict[str, Reply | list[Reply]] = field(default_factory=dict)
     requests: list[dict[str, Any]] = field(default_factory=list)
+    disconnected: dict[str, float] = field(default_factory=dict)
+    """Case → when the client closed an endless stream (``time.monotonic()``)."""
 
     def url(self, case: str) -> str:
         return f"http://127.0.0.1:{self.port}/{case}/v1"
+
+    def sent(self, case: str) -> list[dict[str, Any]]:
+        """The requests received for ``case``."""
+        return [r for r in self.requests if r["case"] == case]
+
+    def reply(self, case: str) -> Reply | None:
+        found = self.replies.get(case)
+        if isinstance(found, list):
+            return found.pop(0) if len(found) > 1 else (found[0] if found else None)
+        return found
 
 
 def _handler(fake: FakeServer) -> type[BaseHTTPRequestHandler]:
@@ -189,20 +208,24 @@ def _handler(fake: FakeServer) -> type[BaseHTTPRequestHandler]:
                     "path": self.path,
                     "headers": dict(self.headers),
                     "json": json.loads(raw) if raw else None,
+                    "client": self.client_address,
                 }
             )
-            reply = fake.replies.get(case) or Reply(
-                404, {"content-type": "application/json"}, b'{"error": "no such case"}'
-            )
+            reply = fake.reply(case) or Reply(404, {"content-type": "application/json"}, b'{"error": "no such case"}')
             if reply.events is not None:
                 self.send_response(reply.status)
                 self.send_header("content-type", "text/event-stream")
                 self.send_header("connection", "close")
                 self.end_headers()
-                for payload in reply.events:
-                    self.wfile.write(f"data: {payload}\n\n".encode())
-                    self.wfile.flush()
                 self.close_connection = True
+                try:
+                    for payload in reply.events:
+                        self._event(payload, reply.interval)
+                    deadline = time.monotonic() + 60
+                    while reply.endless is not None and time.monotonic() < deadline:
+                        self._event(reply.endless, reply.interval)
+                except (BrokenPipeError, ConnectionResetError):
+                    fake.disconnected[case] = time.monotonic()
                 return
             self.send_response(reply.status)
             for key, value in reply.headers.items():
@@ -210,6 +233,12 @@ def _handler(fake: FakeServer) -> type[BaseHTTPRequestHandler]:
             self.send_header("content-length", str(len(reply.body)))
             self.end_headers()
             self.wfile.write(reply.body)
+
+        def _event(self, payload: str, interval: float) -> None:
+            if interval:
+                time.sleep(interval)
+            self.wfile.write(f"data: {payload}\n\n".encode())
+            self.wfile.flush()
 
         do_GET = do_POST = _answer
 

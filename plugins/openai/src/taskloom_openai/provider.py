@@ -147,7 +147,8 @@ class OpenAIProvider:
             message=Message.assistant(str(content), calls),
             finish_reason=finish,
             usage=usage,
-            model=str(data.get("model") or self.model),
+            # Redacted too: a proxy that echoes the key there would put it in the ledger.
+            model=self._redact(str(data.get("model") or self.model)),
             provider=PROVIDER,
         )
 
@@ -247,7 +248,7 @@ class OpenAIProvider:
             # The server ignored stream_options.include_usage (llama.cpp's does): servers
             # that do stream one token per chunk, so the chunks are the output count.
             usage = Usage(input_tokens=self.count_tokens(request.messages), output_tokens=pieces)
-        yield StreamDelta(usage=usage, finish_reason=finish or "stop", model=model or self.model)
+        yield StreamDelta(usage=usage, finish_reason=finish or "stop", model=self._redact(str(model or self.model)))
 
     def _stream_error(self, where: str, chunk: dict[str, Any]) -> ProviderError:
         """An error event inside a 200 stream: classified by its status or code when given."""
