@@ -25,6 +25,7 @@ from .wire import chat_body, finish_reason, tool_call, usage_from
 
 PROVIDER = "ollama"
 DEFAULT_CONTEXT = 2048
+_HTML_STREAM = "expected an NDJSON stream, got an HTML page (is base_url an Ollama server, not a proxy or web page?)"
 
 
 class OllamaProvider:
@@ -86,7 +87,9 @@ class OllamaProvider:
         try:
             data = response.json()
         except ValueError:
-            raise bad_body(where, "expected a JSON answer, got", response.content, model=self.alias) from None
+            html = response.content.lstrip()[:1] == b"<"
+            what = "expected a JSON answer, got an HTML page" if html else "expected a JSON answer, got"
+            raise bad_body(where, what, response.content, model=self.alias) from None
         if not isinstance(data, dict):
             raise bad_body(where, "expected a JSON object, got", response.content, model=self.alias)
         if isinstance(data.get("error"), str):
@@ -137,6 +140,10 @@ class OllamaProvider:
                 if response.status_code >= 400:
                     await response.aread()
                     raise error_from_response(response, where=where, model=self.alias)
+                if "html" in response.headers.get("content-type", ""):
+                    # A proxy's login or error page, not Ollama.
+                    await response.aread()
+                    raise bad_body(where, _HTML_STREAM, response.content, model=self.alias)
                 started = True
                 async for line in response.aiter_lines():
                     if not line.strip():
@@ -144,7 +151,8 @@ class OllamaProvider:
                     try:
                         data = json.loads(line)
                     except ValueError:
-                        raise bad_body(where, "a stream line that is not JSON", line, model=self.alias) from None
+                        what = _HTML_STREAM if line.lstrip().startswith("<") else "a stream line that is not JSON"
+                        raise bad_body(where, what, line, model=self.alias) from None
                     if not isinstance(data, dict):
                         raise bad_body(where, "a stream line that is not a JSON object", line, model=self.alias)
                     if "error" in data:
