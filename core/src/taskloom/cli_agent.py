@@ -149,7 +149,12 @@ def tools_call(ctx: click.Context, name: str, args_json: str, as_json: bool) -> 
 @click.option("--list", "list_remote", is_flag=True, help="Also ask each provider which models it can serve.")
 @click.pass_context
 def models(ctx: click.Context, as_json: bool, list_remote: bool) -> None:
-    """List configured model aliases, their provider and capabilities."""
+    """List configured model aliases, their provider and capabilities.
+
+    With --list, also the models each provider can serve (providers with a
+    ``list_models()`` method); a provider that cannot answer is reported on its row
+    (``list_error``) and the others are still listed.
+    """
     get_kernel(ctx)  # assemble now, so configuration errors surface before the loop starts
 
     async def collect(k: Any) -> list[dict[str, Any]]:
@@ -164,10 +169,15 @@ def models(ctx: click.Context, as_json: bool, list_remote: bool) -> None:
             try:
                 provider = k.provider(alias)
                 row["capabilities"] = provider.capabilities().model_dump()
-                if list_remote and hasattr(provider, "list_models"):
-                    row["available"] = await provider.list_models()
             except TaskloomError as exc:
                 row["error"] = str(exc)
+                rows.append(row)
+                continue
+            if list_remote and hasattr(provider, "list_models"):
+                try:
+                    row["available"] = await provider.list_models()
+                except TaskloomError as exc:
+                    row["list_error"] = str(exc)
             rows.append(row)
         return rows
 
@@ -177,11 +187,12 @@ def models(ctx: click.Context, as_json: bool, list_remote: bool) -> None:
         return
     for row in rows:
         caps = row.get("capabilities")
-        detail = (
-            row.get("error")
-            or ", ".join(k for k, v in (caps or {}).items() if v is True)
+        detail = row.get("error") or (
+            ", ".join(k for k, v in (caps or {}).items() if v is True)
             + f"; context {caps['context_window'] if caps else '?'}"
         )
         click.echo(f"{row['alias']}: {row['provider']} {row['model']}  ({detail})")
+        if "list_error" in row:
+            click.echo(f"    cannot list models: {row['list_error']}")
         for name in row.get("available", []):
             click.echo(f"    {name}")
