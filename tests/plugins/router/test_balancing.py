@@ -108,11 +108,31 @@ def test_latency_prefers_the_fastest_and_old_samples_age_out() -> None:
         call_event(router, "nano2", 3.0)
     assert router.decide(req())[0] == "nano3"
     call_event(router, "nano3", 0.5)
-    # much later, every sample has aged out: unknown deployments are measured again first
+    # much later, every sample has aged out: nano2's slow spell is forgotten, and a deployment
+    # with no recent sample (nano) is measured again first; the others follow by fresh samples
     clock.now += 1000
-    assert router.by_alias["nano"].latency.value(clock.now) is None
-    call_event(router, "nano3", 0.5)
-    assert router.decide(req())[0] in ("nano", "nano2")
+    assert all(router.by_alias[a].latency.value(clock.now) is None for a in ("nano", "nano2", "nano3"))
+    for alias, latency in (("nano3", 0.5), ("nano2", 0.3)):
+        router.decide(req())
+        call_event(router, alias, latency)
+    assert router.decide(req())[:3] == ["nano", "nano2", "nano3"]
+
+
+def test_a_lost_completion_stops_counting_after_inflight_ttl() -> None:
+    router = weak_pool("least_busy", ["nano", "nano2"], inflight_ttl_s=30)
+    clock = router.clock
+    assert router.decide(req(task_id="lost"))[0] == "nano"  # its model.call never arrives
+    for i in range(3):  # nano looks busy: every other call goes to nano2 (which reports back)
+        assert router.decide(req(task_id=str(i)))[0] == "nano2"
+        call_event(router, "nano2", task_id=str(i))
+    clock.now += 29
+    assert router.decide(req(task_id="a"))[0] == "nano2"
+    call_event(router, "nano2", task_id="a")
+    clock.now += 2  # past the TTL: the lost call no longer counts
+    assert router.by_alias["nano"].busy(clock.now) == 0
+    assert router.decide(req(task_id="b"))[0] == "nano"
+    snapshot = router.by_alias["nano"].snapshot(clock.now)
+    assert snapshot["expired_in_flight"] == 1 and snapshot["in_flight"] == 1  # the call just routed
 
 
 def test_decaying_average_weights_recent_samples() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from taskloom import Agent, run_agent
 from taskloom.types import RequestMeta
@@ -56,4 +58,20 @@ async def test_many_tasks_share_the_router(recorder: Recorder) -> None:
     assert all(r.result.ok for r in runs)
     stats = router_of(kernel).stats_dict()
     assert stats["decisions"] == {"weak": 8, "base": 8, "strong": 4}
-    assert 0 < stats["saving_pct"] < 100
+    # the saving is what the calls cost against the same usage at the top tier's price
+    calls = recorder.of("model.call")
+    assert [e.data["alias"] for e in calls].count("big") == 4
+    cost = sum((e.data["cost"].total for e in calls), Decimal(0))
+    on_top = sum(
+        (
+            Decimal(u.input_tokens) * 2 / 10**6 + Decimal(u.output_tokens) * 8 / 10**6
+            for u in (e.data["usage"] for e in calls)
+        ),
+        Decimal(0),
+    )
+    assert Decimal(stats["cost_usd"]) == cost and Decimal(stats["cost_if_top_tier_usd"]) == on_top
+    expected = float(round((1 - cost / on_top) * 100, 1))
+    assert stats["saving_pct"] == expected
+    # 8 calls at 1/20 of the top price, 8 at 1/5 and 4 at full price: (0.4 + 1.6 + 4) / 20 of the
+    # top-tier cost if the calls were of one size, a 70% saving; theirs differ by a few tokens
+    assert expected == pytest.approx(70.0, abs=3.0)

@@ -44,11 +44,12 @@ from .health import DecayingAverage, DeploymentState, is_request_fault
 from .meta import meta_value, tokens_denial
 from .outcomes import Outcomes, Stats, escalates, read_state, retry_reason, write_state
 from .planner import Key, Plan, check_tier_name, plan
-from .prices import per_token
+from .prices import per_million, per_token
 
 NAME = "router"
 _MAX_KEYS = 10_000
 _SAVE_EVERY_S = 5.0
+_MILLION = Decimal(1_000_000)
 
 
 @dataclass(slots=True)
@@ -105,7 +106,8 @@ class Router:
         """Runs whose outcomes are counted (from events or the run store), oldest first."""
         self._checked: Plan | None = None
         self._route_info: dict[str, Any] | None = None
-        self._top_prices: tuple[float | None, float | None] = (None, None)
+        self._top_prices: tuple[Decimal, Decimal] | None = None
+        """The top tier's first deployment, USD per million tokens (input, output)."""
         self._dirty = False
         self._saved_at = 0.0
 
@@ -141,8 +143,10 @@ class Router:
                 self.by_alias[dep.model] = state
             self.tiers.append(states)
         if self.tiers:
-            top = self.tiers[-1][0]
-            self._top_prices = (top.price_in, top.price_out)
+            top = cfg.tiers[-1].deployments[0]
+            top_in, top_out = per_million(top, settings.model(top.model), settings)
+            if top_in is not None and top_out is not None:
+                self._top_prices = (Decimal(str(top_in)), Decimal(str(top_out)))
         try:
             self.refusals = [re.compile(p, re.IGNORECASE | re.MULTILINE) for p in cfg.escalation.refusal_patterns]
         except re.error as exc:
@@ -468,10 +472,10 @@ class Router:
                 del self.learned_runs[next(iter(self.learned_runs))]
 
     def _top_cost(self, usage: Usage | None) -> Decimal:
-        price_in, price_out = self._top_prices
-        if usage is None or price_in is None or price_out is None:
+        if usage is None or self._top_prices is None:
             return Decimal(0)
-        return Decimal(str(usage.input_tokens * price_in + usage.output_tokens * price_out))
+        price_in, price_out = self._top_prices
+        return (usage.input_tokens * price_in + usage.output_tokens * price_out) / _MILLION
 
     def _on_error(self, event: Event, *, final: bool) -> None:
         data = event.data

@@ -15,10 +15,18 @@ FREE_PROVIDERS = ("llamacpp", "ollama", "scripted")
 
 
 def per_token(dep: Deployment, model: ModelConfig, settings: Settings) -> tuple[float | None, float | None]:
+    price_in, price_out = per_million(dep, model, settings)
+    if price_in is None or price_out is None:
+        return None, None
+    return price_in / MILLION, price_out / MILLION
+
+
+def per_million(dep: Deployment, model: ModelConfig, settings: Settings) -> tuple[float | None, float | None]:
+    """USD per million tokens (input, output), or (None, None) when unpriced."""
     if dep.price is not None:
-        return dep.price.input / MILLION, dep.price.output / MILLION
+        return dep.price.input, dep.price.output
     if model.price is not None:
-        return model.price.input / MILLION, model.price.output / MILLION
+        return model.price.input, model.price.output
     prices_config = settings.plugin_config("prices")
     free = getattr(prices_config, "free_providers", FREE_PROVIDERS)
     if model.provider in free:
@@ -26,7 +34,7 @@ def per_token(dep: Deployment, model: ModelConfig, settings: Settings) -> tuple[
     name = (model.model or model.alias).lower().rsplit("/", 1)[-1]
     extra = {k.lower(): v for k, v in getattr(prices_config, "models", {}).items()}
     if name in extra:
-        return extra[name].input / MILLION, extra[name].output / MILLION
+        return extra[name].input, extra[name].output
     key = (
         name
         if name in PRICE_TABLE
@@ -35,4 +43,4 @@ def per_token(dep: Deployment, model: ModelConfig, settings: Settings) -> tuple[
     if key is None:
         return None, None
     inp, _cached, out = PRICE_TABLE[key]
-    return float(inp) / MILLION, float(out) / MILLION
+    return float(inp), float(out)
