@@ -102,3 +102,64 @@ def test_unknown_alias_in_the_cli(tmp_path: Path) -> None:
     code, out = run(path, "router", "stats")
     assert code != 0
     assert "unknown model alias 'bigg' (did you mean 'big'?)" in out
+
+
+STORE_TOML = """
+[taskloom]
+plugins = ["router", "scripted", "prices", "sqlite", "local-executor"]
+store = "sqlite"
+cache = "none"
+
+[plugins.sqlite]
+store_path = "{store}"
+
+[models.nano]
+provider = "scripted"
+model = "gpt-4.1-nano"
+default = "spam"
+price = { input = 0.10, output = 0.40 }
+
+[models.big]
+provider = "scripted"
+model = "gpt-4.1"
+default = "spam"
+price = { input = 2.0, output = 8.0 }
+
+[plugins.router]
+tiers = [{ name = "weak", deployments = ["nano"] }, { name = "strong", deployments = ["big"] }]
+"""
+
+WORKFLOW = """
+[workflow]
+name = "triage"
+
+[agents.labeller]
+model = "auto"
+task_type = "classification"
+
+[[tasks]]
+id = "label"
+agent = "labeller"
+prompt = "Is this spam?"
+"""
+
+
+def test_learn_counts_the_run_stores_outcomes_once(tmp_path: Path) -> None:
+    store = tmp_path / "runs.sqlite"
+    plain = tmp_path / "plain.toml"  # runs the workflow, keeps no router state
+    plain.write_text(STORE_TOML.replace("{store}", str(store)))
+    cached = tmp_path / "cached.toml"  # the same store, with a router state file
+    cached.write_text(STORE_TOML.replace("{store}", str(store)) + f'state_path = "{tmp_path / "router.json"}"\n')
+    wf = tmp_path / "triage.toml"
+    wf.write_text(WORKFLOW)
+    code, out = run(plain, "run", str(wf))
+    assert code == 0, out
+    code, out = run(cached, "router", "learn", "--json")
+    assert code == 0, out
+    assert json.loads(out)["runs"] == 1 and json.loads(out)["outcomes"] == 1
+    code, out = run(cached, "router", "stats", "--json")
+    assert json.loads(out)["outcomes"] == [
+        {"task_type": "classification", "size": "tiny", "tier": "weak", "succeeded": 1.0, "failed": 0.0}
+    ]
+    code, out = run(cached, "router", "learn")
+    assert code == 0 and "learned 0 outcomes from 0 runs" in out

@@ -1,17 +1,17 @@
-"""``taskloom router explain`` and ``taskloom router stats``."""
+"""``taskloom router explain``, ``taskloom router stats`` and ``taskloom router learn``."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import click
-from taskloom.cli import echo_json, get_kernel
+from taskloom.cli import echo_json, get_kernel, run_async
 from taskloom.types import Message, ModelRequest, RequestMeta, ToolSpec
 
 
 @click.group("router")
 def router_group() -> None:
-    """The tier router: explain a decision, show statistics."""
+    """The tier router: explain a decision, show statistics, learn from the run store."""
 
 
 @router_group.command("explain")
@@ -106,3 +106,25 @@ def stats(ctx: click.Context, as_json: bool) -> None:
     click.echo(f"cost: ${data['cost_usd']} vs ${data['cost_if_top_tier_usd']} on the top tier (saving {saving})")
     if data["unpriced_calls"]:
         click.echo(f"unpriced calls: {data['unpriced_calls']}")
+
+
+@router_group.command("learn")
+@click.option("--runs", default=200, type=int, show_default=True, help="How many of the latest runs to read.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def learn(ctx: click.Context, runs: int, as_json: bool) -> None:
+    """Count the outcomes recorded in the run store's finished runs (for adaptive mode).
+
+    Each run is counted once; with [plugins.router] state_path the result is kept there.
+    """
+    from .escalation import router_of
+
+    router = router_of(get_kernel(ctx))
+    learned, added = run_async(ctx, lambda kernel: router.learn_from_store(kernel.store, runs))
+    data = {"runs": learned, "outcomes": added, "state_path": str(router.state_path) if router.state_path else None}
+    if as_json:
+        echo_json(data)
+        return
+    click.echo(f"learned {added} outcomes from {learned} runs")
+    if router.state_path is None:
+        click.echo("(this process only; set [plugins.router] state_path to keep them)")
