@@ -237,3 +237,19 @@ def test_sigterm_records_interrupted_and_exits_130(setup: dict[str, Any]) -> Non
     assert _states(s["db"], "t1")["long"] == "interrupted"
     assert "long [interrupted]" in out.decode() and "resume with: taskloom resume t1" in err.decode()
     assert "interrupted by SIGTERM" in err.decode()
+
+
+def test_sigint_records_interrupted_and_exits_130(setup: dict[str, Any]) -> None:
+    # What Ctrl-C sends to the foreground process.
+    s = setup
+    proc = _start_and_wait_for_long(s, "i1")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, err.decode()
+    assert "Traceback" not in err.decode() and "KeyboardInterrupt" not in err.decode()
+    assert _run_status(s["db"], "i1") == "interrupted"
+    states = _states(s["db"], "i1")
+    assert states["long"] == "interrupted" and "d" not in states
+    assert all(states[t] == "succeeded" for t in ("a", "b", "c", "e"))
+    assert "long [interrupted]" in out.decode() and "interrupted by SIGINT" in err.decode()
+    assert "resume with: taskloom resume i1" in err.decode()
