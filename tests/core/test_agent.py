@@ -10,7 +10,7 @@ import anyio
 import pytest
 from pydantic import BaseModel
 from taskloom import Agent, AgentLimits, Budget, Denial, hookimpl, load_kernel, run_agent
-from taskloom.testing import register_plugin
+from taskloom.testing import Step, register_plugin
 from taskloom.types import Usage
 
 pytestmark = pytest.mark.anyio
@@ -37,10 +37,23 @@ class Tools:
             """Always fails."""
             raise RuntimeError("kaboom")
 
+        arrived: list[str] = []
+        everyone_here = anyio.Event()
+
+        async def meet(name: str, expected: int) -> str:
+            """Wait until ``expected`` calls have arrived: only calls that run at the same
+            time can all return (one at a time, the first would wait forever)."""
+            arrived.append(name)
+            if len(arrived) >= expected:
+                everyone_here.set()
+            await everyone_here.wait()
+            return f"met {name}"
+
         register(add)
         register(slow)
         register(explode)
         register(slow, name="sleepy", timeout=0.05)
+        register(meet, timeout=5)
 
 
 class NoExplode:
@@ -83,15 +96,15 @@ async def test_tool_round_trip() -> None:
 async def test_tool_calls_run_concurrently_and_keep_order() -> None:
     kernel = make_kernel()
     p = kernel.provider("fake")
-    p.add_tool_calls([("slow", {"seconds": 0.3}), ("slow", {"seconds": 0.1}), ("add", {"a": 1, "b": 1})]).add_text(
-        "done"
-    )
-    start = time.perf_counter()
-    result = await run_agent(kernel, Agent(tools=["slow", "add"]), "go")
-    assert time.perf_counter() - start < 0.55
-    assert sorted(c.result for c in result.tool_calls) == ["2", "slept 0.1", "slept 0.3"]
+    meetings = [("meet", {"name": n, "expected": 2}) for n in ("a", "b")]
+    p.add_tool_calls([("slow", {"seconds": 0.2}), *meetings]).add_text("done")
+    result = await run_agent(kernel, Agent(tools=["meet", "slow"]), "go")
+    # One after another, "a" would wait for "b" until its 5 s timeout and fail.
+    assert result.ok and all(not c.is_error for c in result.tool_calls), result.tool_calls
+    # The meetings end at once, the slow call 0.2 s later; the results keep the calls' order.
+    assert [c.name for c in result.tool_calls] == ["meet", "meet", "slow"]  # the log is in finishing order
     tool_messages = [m.text for m in p.requests[1].messages if m.role == "tool"]
-    assert tool_messages == ["slept 0.3", "slept 0.1", "2"]
+    assert tool_messages == ["slept 0.2", "met a", "met b"]
 
 
 @pytest.mark.parametrize(
@@ -186,6 +199,65 @@ async def test_wall_time_limit() -> None:
     result = await run_agent(kernel, Agent(tools=["slow"], limits=AgentLimits(timeout_s=0.1)), "go")
     assert result.stop_reason == "timeout"
     assert result.tool_calls[0].is_error and "timed out" in result.tool_calls[0].result
+
+
+async def test_wall_time_is_one_deadline_across_retries_and_fallbacks() -> None:
+    models = {
+        "fake": {"provider": "scripted", "fallbacks": ["backup"], "retry": {"attempts": 3, "base_delay": 0.001}},
+        "backup": {"provider": "scripted"},
+    }
+    kernel = make_kernel(models=models)
+    p, backup = kernel.provider("fake"), kernel.provider("backup")
+    p.add_tool_call("add", {"a": 1, "b": 2}, text="working on it")
+    for _ in range(3):
+        p.add_delay(0.5, "too slow")  # every attempt of the primary would take 0.5 s
+    backup.add_delay(0.5, "too slow as well")
+    start = time.monotonic()
+    result = await run_agent(kernel, Agent(tools=["add"], limits=AgentLimits(timeout_s=0.2)), "go")
+    elapsed = time.monotonic() - start
+    assert result.stop_reason == "timeout", result.detail
+    assert "time limit of 0.2 s is up" in result.detail
+    assert result.text == "working on it" and len(result.tool_calls) == 1  # the best answer so far
+    assert elapsed < 0.45, elapsed  # was 0.62 s: each retry and fallback got the remaining time anew
+    assert len(p.requests) == 2 and backup.requests == []
+
+
+async def test_requests_carry_the_remaining_budget() -> None:
+    models = {"fake": {"provider": "scripted", "model": "m", "price": {"input": 100, "output": 100}}}
+    kernel = make_kernel(models=models)
+    p = kernel.provider("fake")
+    call = __import__("taskloom").ToolCall(id="c1", name="add", arguments={"a": 1, "b": 1}, raw_arguments="{}")
+    p.queue.append(Step(tool_calls=[call], usage=Usage(input_tokens=100, output_tokens=50)))
+    p.queue.append(Step(text="done", usage=Usage(input_tokens=200, output_tokens=10)))
+    budget = Budget(usd=Decimal("1"), tokens=10_000)
+    result = await run_agent(kernel, Agent(tools=["add"]), "go", budget=budget)
+    assert result.ok
+    first, second = (r.metadata for r in p.requests)
+    assert first.budget_remaining_usd == Decimal("1") and first.budget_remaining_tokens == 10_000
+    # 150 tokens at $100 per million spent by the first call.
+    assert second.budget_remaining_usd == Decimal("0.985") and second.budget_remaining_tokens == 9_850
+    # The agent's own cost limit is the tighter one.
+    p.add_text("ok")
+    await run_agent(kernel, Agent(limits=AgentLimits(max_cost_usd=Decimal("0.5"))), "again", budget=budget)
+    assert p.requests[-1].metadata.budget_remaining_usd == Decimal("0.5")
+    # No limit, no figure.
+    p.add_text("ok")
+    await run_agent(kernel, Agent(), "free")
+    assert p.requests[-1].metadata.budget_remaining_usd is None
+    assert p.requests[-1].metadata.budget_remaining_tokens is None
+
+
+async def test_a_raising_router_ends_the_run_with_an_error_naming_it() -> None:
+    class BrokenRouter:
+        @hookimpl
+        def taskloom_route(self, request, settings):  # type: ignore[no-untyped-def]
+            raise ZeroDivisionError("no tiers")
+
+    kernel = make_kernel(BrokenRouter())
+    kernel.provider("fake").add_text("never")
+    result = await run_agent(kernel, Agent(), "go")
+    assert result.stop_reason == "error"
+    assert "HookFailed: plugin 'extra-0' failed in taskloom_route: ZeroDivisionError: no tiers" in result.detail
 
 
 async def test_provider_error_ends_the_run_with_the_reason() -> None:

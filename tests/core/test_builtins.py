@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from taskloom import Event, Message, ModelRequest, load_kernel
-from taskloom.builtin.limits import Limits, LimitsConfig
+from taskloom.builtin.limits import Limits, LimitsConfig, Tier
 from taskloom.builtin.memory_cache import MemoryCache
 from taskloom.builtin.prices import Prices
 from taskloom.config import load_settings
@@ -110,6 +110,16 @@ def _call(model: str = "m", user: str = "ann", text: str = "hi", tier: str | Non
     )
 
 
+def _deployment(alias: str, text: str = "hi", user: str = "ann", provider: object = None) -> Action:
+    return Action(
+        kind="deployment",
+        request=ModelRequest(model="requested", messages=[Message.user(text)]),
+        model=alias,
+        provider=provider,
+        metadata=RequestMeta(user=user),
+    )
+
+
 def test_limits_requests_per_minute_sliding_window() -> None:
     limits, settings, clock = _limits({"tiers": {"free": {"requests_per_minute": 2}}, "default_tier": "free"})
     assert limits.taskloom_check(_call(), settings) is None
@@ -160,9 +170,99 @@ def test_limits_tokens_per_day_models_tools_depth_runs() -> None:
 
 def test_limits_context_window_check_uses_the_token_counter() -> None:
     limits, settings, _ = _limits({})
-    assert limits.taskloom_check(_call(model="small", text="short"), settings) is None
-    denial = limits.taskloom_check(_call(model="small", text="word " * 200), settings)
+    assert limits.taskloom_check(_deployment("small", text="short"), settings) is None
+    denial = limits.taskloom_check(_deployment("small", text="word " * 200), settings)
     assert denial is not None and "small holds 50" in denial.reason
+
+
+def test_limits_context_window_comes_from_the_provider_and_its_token_counter() -> None:
+    from taskloom.testing import ScriptedProvider
+    from taskloom.tokens import count_messages
+
+    limits, settings, _ = _limits({})
+    prompt = "hello world " * 10
+    tiktoken_count = count_messages([Message.user(prompt)], "gpt-4o")
+    assert tiktoken_count > 20  # so the outcomes below can only come from the provider's counter
+    provider = ScriptedProvider(context_window=20)  # no context_window in config: the provider declares it
+    provider.count_tokens = lambda messages: 7  # type: ignore[method-assign]  # a tokenizer that packs tightly
+    assert limits.taskloom_check(_deployment("unconfigured", prompt, provider=provider), settings) is None
+    provider.count_tokens = lambda messages: 999  # type: ignore[method-assign]
+    denial = limits.taskloom_check(_deployment("unconfigured", prompt, provider=provider), settings)
+    assert denial is not None and denial.reason == "the prompt has about 999 tokens; unconfigured holds 20"
+
+    def cannot_count(messages: list[Message]) -> int:
+        raise NotImplementedError
+
+    provider.count_tokens = cannot_count  # type: ignore[method-assign]
+    denial = limits.taskloom_check(_deployment("unconfigured", prompt, provider=provider), settings)
+    assert denial is not None and f"about {tiktoken_count} tokens" in denial.reason  # tiktoken's count
+
+
+async def test_limits_context_window_of_the_scripted_provider_through_the_gateway() -> None:
+    config = {"taskloom": {"store": "memory", "default_model": "tiny"}, "models": {"tiny": {"provider": "scripted"}}}
+    kernel = load_kernel(config)
+    provider = kernel.provider("tiny")
+    provider.context_window = 30
+    provider.add_text("fits")
+    assert (await kernel.gateway.complete(ModelRequest(model="", messages=[Message.user("hi")]))).text == "fits"
+    # 1006 is the scripted provider's own count (4 characters a token); tiktoken says about 807.
+    with pytest.raises(PolicyDenied, match="the prompt has about 1006 tokens; tiny holds 30"):
+        await kernel.gateway.complete(ModelRequest(model="", messages=[Message.user("word " * 800)]))
+    assert len(provider.requests) == 1
+
+
+async def test_allowed_models_applies_to_fallbacks_and_routed_models() -> None:
+    from taskloom import hookimpl
+    from taskloom.testing import register_plugin
+
+    class Events:
+        def __init__(self) -> None:
+            self.events: list[Event] = []
+
+        @hookimpl
+        def taskloom_event(self, event: Event) -> None:
+            self.events.append(event)
+
+    class RouteToBig:
+        @hookimpl
+        def taskloom_route(self, request, settings):  # type: ignore[no-untyped-def]
+            return ["big", "small"] if request.model == "auto" else None
+
+    config = {
+        "taskloom": {"store": "memory", "default_model": "small", "user": "ann", "router": "route-to-big"},
+        "models": {
+            "small": {"provider": "scripted", "fallbacks": ["big"], "retry": {"attempts": 1}},
+            "big": {"provider": "scripted", "default": "big answers"},
+        },
+        "plugins": {"limits": {"tiers": {"free": {"allowed_models": ["small"]}}, "default_tier": "free"}},
+    }
+    events = Events()
+    with register_plugin(events, "events"), register_plugin(RouteToBig(), "route-to-big"):
+        kernel = load_kernel(config)
+    small, big = kernel.provider("small"), kernel.provider("big")
+    small.add_error("server")
+    from taskloom.errors import AllDeploymentsFailed
+
+    with pytest.raises(AllDeploymentsFailed, match=r"small: ServerError.*big: PolicyDenied: .*may not use model 'big'"):
+        await kernel.gateway.complete(ModelRequest(model="small", messages=[Message.user("a")]))
+    assert big.requests == [] and len(small.requests) == 1
+    skips = [e.data for e in events.events if e.kind == "model.skip"]
+    assert skips == [{"alias": "big", "plugin": "limits", "reason": skips[0]["reason"]}]
+
+    small.add_text("small answers")  # the router picks big first: it is skipped, small is called
+    response = await kernel.gateway.complete(ModelRequest(model="auto", messages=[Message.user("b")]))
+    assert response.alias == "small" and response.text == "small answers"
+    assert big.requests == []
+
+    limits_config = kernel.settings.plugin_config("limits")
+    limits_config.tiers["pro"] = Tier()
+    limits_config.users["vip"] = "pro"
+    vip = ModelRequest(model="auto", messages=[Message.user("c")], metadata=RequestMeta(user="vip"))
+    assert (await kernel.gateway.complete(vip)).alias == "big"
+    # The same prompt for ann: the cached answer came from big, so it is not served to her.
+    small.add_text("small again")
+    again = await kernel.gateway.complete(ModelRequest(model="auto", messages=[Message.user("c")]))
+    assert not again.cached and again.alias == "small"
 
 
 def test_limits_config_rejects_unknown_tier() -> None:

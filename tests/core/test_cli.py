@@ -175,3 +175,73 @@ def test_real_process_exit_codes(config: Path) -> None:
         [*exe, "--debug", "--config", "/nonexistent/x.toml", "plugins"], capture_output=True, text=True, timeout=60
     )
     assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_a_plugin_raising_in_register_commands_is_failed_and_the_cli_keeps_working(
+    tmp_path: Path, config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from .fakedist import activate, make_dist
+
+    source = (
+        "from taskloom import hookimpl\n"
+        "@hookimpl\n"
+        "def taskloom_register_commands(register):\n"
+        "    raise ImportError('click extras missing')\n"
+    )
+    good = (
+        "import click\n"
+        "from taskloom import hookimpl\n"
+        "from taskloom.cli import get_kernel\n"
+        "@click.command()\n"
+        "@click.pass_context\n"
+        "def hello(ctx):\n"
+        "    info = get_kernel(ctx).plugins.infos['cmds']\n"
+        "    click.echo(f'hello; cmds is {info.status_text}')\n"
+        "@hookimpl\n"
+        "def taskloom_register_commands(register):\n"
+        "    register(hello)\n"
+    )
+    make_dist(tmp_path / "site", "fake-cmds", {"cmds": "fakeplug_cmds"}, {"fakeplug_cmds": source})
+    make_dist(tmp_path / "site", "fake-hello", {"hello": "fakeplug_hello"}, {"fakeplug_hello": good})
+    activate(tmp_path / "site", monkeypatch)
+    listing = run("--config", str(config), "--help")
+    assert listing.exit_code == 0 and "hello" in listing.output and "ask" in listing.output
+    result = run("--config", str(config), "hello")
+    assert result.exit_code == 0
+    assert (
+        result.output.strip()
+        == "hello; cmds is failed: taskloom_register_commands raised ImportError: click extras missing"
+    )
+    ok = run("--config", str(config), "ask", "still here")
+    assert ok.exit_code == 0 and ok.output.strip().endswith("You asked: still here")
+
+
+def test_tools_call_goes_through_the_policy_hook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from .fakedist import activate, make_dist
+
+    marker = tmp_path / "ran"
+    source = (
+        "from taskloom import hookimpl\n"
+        "@hookimpl\n"
+        "def taskloom_register_tools(register, settings):\n"
+        "    def touch(name: str) -> str:\n"
+        '        """Create a file."""\n'
+        f"        open({str(marker)!r}, 'w').write(name)\n"
+        "        return 'touched'\n"
+        "    register(touch)\n"
+    )
+    make_dist(tmp_path / "site", "fake-touch", {"touch": "fakeplug_touch"}, {"fakeplug_touch": source})
+    activate(tmp_path / "site", monkeypatch)
+    path = tmp_path / "limited.toml"
+    path.write_text(
+        CONFIG.replace('default_model = "fake"', 'default_model = "fake"\nuser = "ann"')
+        + '\n[plugins.limits]\ndefault_tier = "free"\n[plugins.limits.tiers.free]\nallowed_tools = ["search"]\n'
+    )
+    denied = CliRunner().invoke(main, ["--config", str(path), "tools", "call", "touch", "--args", '{"name": "x"}'])
+    assert denied.exit_code == 1
+    assert denied.output.strip() == "error: denied by limits: tier 'free' may not use tool 'touch'"
+    assert not marker.exists()
+    allowed = path.read_text().replace('allowed_tools = ["search"]', 'allowed_tools = ["search", "touch"]')
+    path.write_text(allowed)
+    ok = run("--config", str(path), "tools", "call", "touch", "--args", '{"name": "x"}')
+    assert ok.exit_code == 0 and ok.output.strip() == "touched" and marker.read_text() == "x"

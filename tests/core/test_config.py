@@ -100,3 +100,51 @@ def test_effective_config_redacts_secret_looking_values() -> None:
     dumped = str(settings.to_dict())
     assert "sk-abc" not in dumped and "Bearer x" not in dumped
     assert "{'env': 'K'}" in dumped
+
+
+def test_validation_errors_never_echo_secret_values() -> None:
+    from pydantic import BaseModel, ConfigDict, ValidationError
+    from taskloom.config import format_validation_error
+
+    class Section(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        api_key: Secret
+        token: int = 0
+        password: list[int] = []
+        headers: dict[str, int] = {}
+        client: dict[str, int] = {}
+        retries: int = 1
+
+    data = {
+        "api_key": 12345678901234,  # a value of the wrong type: not a string, not { env = ... }
+        "token": "sk-abcdef1234567890",
+        "password": ["hunter2hunter2"],
+        "headers": {"Authorization": "Bearer abcdefghijklmnop"},
+        "client": {"secret": "s3cr3t-value-xyz", "n": "x"},
+        "retries": "many",
+    }
+    with pytest.raises(ValidationError) as exc:
+        Section.model_validate(data)
+    message = format_validation_error(exc.value, "t.toml", "plugins.demo", Section)
+    for secret in ("12345678901234", "sk-abcdef", "hunter2", "abcdefghijklmnop", "s3cr3t"):
+        assert secret not in message, message
+    assert "[plugins.demo] key 'api_key'" in message and "hidden: the key holds a secret" in message
+    assert "[plugins.demo] key 'token'" in message and "found a str (hidden" in message
+    assert "[plugins.demo.headers] key 'Authorization'" in message
+    assert "found 'many'" in message  # ordinary values are still shown
+    # A table given where a value was expected is shown with its secret-looking keys redacted.
+    with pytest.raises(ValidationError) as exc:
+        Section.model_validate({"api_key": "x", "retries": {"token": "sk-zzzzzzzzzzzz", "n": 1}})
+    message = format_validation_error(exc.value, "t.toml", "plugins.demo", Section)
+    assert "sk-zzzz" not in message and "'token': '**********'" in message and "'n': 1" in message
+
+
+def test_scrub_removes_configured_secrets_and_token_shapes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TL_SCRUB_KEY", "plain-looking-value-42")
+    settings = load_settings(
+        {"models": {"m": {"provider": "scripted", "api_key": {"env": "TL_SCRUB_KEY"}, "password": "pw-literal-1"}}}
+    )
+    text = settings.scrub(
+        "refused plain-looking-value-42 and pw-literal-1; header Bearer abc.def-ghi; key sk-proj-abcdefgh123; ok"
+    )
+    assert text == "refused ********** and **********; header Bearer **********; key **********; ok"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from decimal import Decimal
 from typing import Any
 
@@ -18,6 +19,7 @@ from taskloom.errors import (
     ProviderTimeout,
     RateLimitError,
 )
+from taskloom.resilience import DeadlineExceeded
 from taskloom.testing import register_plugin
 
 pytestmark = pytest.mark.anyio
@@ -40,14 +42,9 @@ class Recorder:
 def make_kernel(models: dict[str, dict[str, Any]] | None = None, *plugins: object, **taskloom: Any):
     models = models or {"fake": {"provider": "scripted", "retry": FAST_RETRY}}
     config = {"taskloom": {"store": "memory", "default_model": next(iter(models)), **taskloom}, "models": models}
-    with register_plugin(Recorder(), "recorder") as _:
-        pass
-    names = []
-    from contextlib import ExitStack
-
     with ExitStack() as stack:
         for i, p in enumerate(plugins):
-            names.append(stack.enter_context(register_plugin(p, f"test-plugin-{i}")))
+            stack.enter_context(register_plugin(p, f"test-plugin-{i}"))
         return load_kernel(config)
 
 
@@ -110,7 +107,7 @@ async def test_router_chooses_the_chain() -> None:
 
 
 async def test_auto_without_a_router_is_a_config_error() -> None:
-    kernel = make_kernel()
+    kernel = make_kernel(None, disable=["router"])  # the first-party router plugin, when installed
     with pytest.raises(ConfigError, match='model "auto" needs a router'):
         await kernel.gateway.complete(req(model="auto"))
 
@@ -296,17 +293,165 @@ async def test_price_override_is_exact_and_unknown_models_are_unpriced(capsys: p
     assert "no cost model knows the price of mystery" in capsys.readouterr().err
 
 
-async def test_a_raising_sink_is_reported_once_and_others_still_receive() -> None:
-    class Broken:
-        @hookimpl
-        def taskloom_event(self, event):  # type: ignore[no-untyped-def]
-            raise RuntimeError("sink down")
+class BrokenSink:
+    def __init__(self) -> None:
+        self.calls = 0
 
-    rec = Recorder()
-    kernel = make_kernel({"fake": {"provider": "scripted", "default": "ok"}}, Broken(), rec)
+    @hookimpl
+    def taskloom_event(self, event):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        raise RuntimeError("sink down")
+
+
+@pytest.mark.parametrize("traced", [False, True])
+async def test_a_raising_sink_is_reported_once_and_others_still_receive(
+    traced: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if traced:
+        monkeypatch.setenv("TASKLOOM_TRACE_PLUGINS", "1")
+    broken, before, after = BrokenSink(), Recorder(), Recorder()
+    # Registered on both sides of the broken sink, so whichever order they are called in,
+    # one of them comes after it.
+    kernel = make_kernel({"fake": {"provider": "scripted", "default": "ok"}}, before, broken, after)
     await kernel.gateway.complete(req("a"))
     await kernel.gateway.complete(req("b"))
-    assert rec.kinds().count("model.call") == 2
+    assert before.kinds().count("model.call") == 2 and after.kinds().count("model.call") == 2
+    assert broken.calls >= 2
+    err = capsys.readouterr().err
+    warning = "progress sink test-plugin-1 raised RuntimeError: sink down"
+    assert err.count(warning) == 1, err
+
+
+async def test_a_raising_router_is_a_clear_error_naming_the_plugin() -> None:
+    from taskloom.plugins import HookFailed
+
+    class BrokenRouter:
+        @hookimpl
+        def taskloom_route(self, request, settings):  # type: ignore[no-untyped-def]
+            raise KeyError("tiers")
+
+    class SillyRouter:
+        @hookimpl
+        def taskloom_route(self, request, settings):  # type: ignore[no-untyped-def]
+            return "fake"  # a string, not a list of aliases
+
+    kernel = make_kernel({"fake": {"provider": "scripted", "default": "ok"}}, BrokenRouter(), disable=["router"])
+    with pytest.raises(HookFailed) as err:
+        await kernel.gateway.complete(req())
+    assert err.value.plugin == "test-plugin-0" and err.value.hook == "taskloom_route"
+    assert "plugin 'test-plugin-0' failed in taskloom_route: KeyError: 'tiers'" in str(err.value)
+    assert "TASKLOOM_DISABLE_PLUGINS=test-plugin-0" in str(err.value)
+    assert kernel.provider("fake").requests == []
+
+    kernel = make_kernel({"fake": {"provider": "scripted", "default": "ok"}}, SillyRouter(), disable=["router"])
+    with pytest.raises(HookFailed, match="returned 'fake', not a list of model aliases"):
+        await kernel.gateway.complete(req())
+
+
+async def test_a_raising_cost_model_makes_the_call_unpriced_and_is_reported(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    class BrokenPrices:
+        @hookimpl(tryfirst=True)
+        def taskloom_price(self, alias, model, provider, usage, settings):  # type: ignore[no-untyped-def]
+            raise ArithmeticError("bad table")
+
+    rec = Recorder()
+    models = {"fake": {"provider": "scripted", "default": "ok", "price": {"input": 1, "output": 1}}}
+    kernel = make_kernel(models, BrokenPrices(), rec)
+    first = await kernel.gateway.complete(req("a", metadata={"run_id": "r9"}))
+    second = await kernel.gateway.complete(req("b", metadata={"run_id": "r9"}))
+    for response in (first, second):
+        assert response.text == "ok"
+        assert response.cost is not None and response.cost.priced is False and response.cost.source == "test-plugin-0"
+    errors = [e for e in rec.events if e.kind == "plugin.error"]
+    assert len(errors) == 2 and errors[0].run_id == "r9"
+    assert errors[0].data == {
+        "plugin": "test-plugin-0",
+        "hook": "taskloom_price",
+        "error": "ArithmeticError: bad table",
+        "consequence": "the call to fake is unpriced",
+    }
+    calls = await kernel.store.get_calls("r9")
+    assert [c.cost.priced for c in calls] == [False, False]
+    err = capsys.readouterr().err
+    assert err.count("plugin test-plugin-0 raised in taskloom_price (ArithmeticError: bad table)") == 1
+    assert "no cost model knows the price" not in err  # it is not unknown: its cost model failed
+
+
+async def test_failed_calls_are_recorded_in_the_ledger_without_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TL_TEST_KEY", "sk-live-0123456789abcdef")
+    rec = Recorder()
+    models = {
+        "primary": {"provider": "scripted", "fallbacks": ["second"], "retry": FAST_RETRY},
+        "second": {"provider": "scripted", "model": "second-model", "api_key": {"env": "TL_TEST_KEY"}},
+    }
+    kernel = make_kernel(models, rec)
+    kernel.provider("primary").add_error("auth", message="key sk-live-0123456789abcdef refused")
+    kernel.provider("second").add_error("bad_request", message="header Authorization: Bearer abc.def-123456789 bad")
+    with pytest.raises(AllDeploymentsFailed):
+        await kernel.gateway.complete(req(model="primary", metadata={"run_id": "rf", "task_id": "t"}))
+    kernel.provider("primary").add_text("fine now")
+    await kernel.gateway.complete(req("other", model="primary", metadata={"run_id": "rf"}))
+    calls = await kernel.store.get_calls("rf")
+    assert [c.error is None for c in calls] == [False, True]
+    failed = calls[0]
+    assert failed.alias == "second" and failed.model == "second-model" and failed.provider == "scripted"
+    assert failed.task_id == "t" and failed.usage.total_tokens == 0 and failed.latency_s > 0
+    assert failed.error.startswith("AllDeploymentsFailed: every model in the chain failed")
+    assert "primary: AuthenticationError" in failed.error and "second: BadRequest" in failed.error
+    assert "sk-live" not in failed.error and "abc.def-123456789" not in failed.error
+    assert "**********" in failed.error
+    events = [e for e in rec.events if e.kind == "model.failed"]
+    assert len(events) == 1 and events[0].data["error"] == failed.error
+    assert events[0].data["chain"] == ["primary", "second"]
+    assert events[0].data["alias"] == "second" and events[0].run_id == "rf"
+
+
+async def test_a_failed_stream_is_recorded_too() -> None:
+    kernel = make_kernel()
+    kernel.provider("fake").add_error("auth", message="no")
+    with pytest.raises(AuthenticationError):
+        async for _ in kernel.gateway.stream(req(metadata={"run_id": "rs"})):
+            pass
+    calls = await kernel.store.get_calls("rs")
+    assert len(calls) == 1 and calls[0].error == "AuthenticationError: no" and calls[0].alias == "fake"
+
+
+async def test_the_deadline_bounds_retries_and_fallbacks() -> None:
+    rec = Recorder()
+    slow_retry = {"attempts": 3, "base_delay": 0.001, "max_delay": 0.002}
+    models = {
+        "primary": {"provider": "scripted", "fallbacks": ["second"], "timeout": 5, "retry": slow_retry},
+        "second": {"provider": "scripted", "timeout": 5, "default": "too late"},
+    }
+    kernel = make_kernel(models, rec)
+    primary, second = kernel.provider("primary"), kernel.provider("second")
+    for _ in range(3):
+        primary.add_delay(0.3, "slow")
+    second.add_delay(0.3, "slow")
+    start = time.monotonic()
+    with pytest.raises(DeadlineExceeded, match="the call's deadline passed before primary answered"):
+        await kernel.gateway.complete(req(model="primary", deadline=start + 0.2, metadata={"run_id": "dl"}))
+    elapsed = time.monotonic() - start
+    assert 0.19 <= elapsed < 0.5, elapsed  # one attempt, cut at the deadline; no retry, no fallback
+    assert len(primary.requests) == 1 and second.requests == []
+    assert kernel.gateway.breakers["primary"].failures == 0  # our clock, not the deployment's fault
+    calls = await kernel.store.get_calls("dl")
+    assert len(calls) == 1 and calls[0].error.startswith("DeadlineExceeded")
+
+    # A retry wait that would pass the deadline is not waited for: the fallback is tried.
+    primary.queue.clear()
+    primary.add_error("rate_limit", retry_after=5)
+    second.queue.clear()
+    second.add_text("second answers")
+    models["primary"]["retry"] = {**slow_retry, "max_retry_after": 60}
+    start = time.monotonic()
+    response = await kernel.gateway.complete(req("x", model="primary", deadline=start + 1.0))
+    assert response.alias == "second" and time.monotonic() - start < 0.9
+    # With no time left at all, nothing is started.
+    with pytest.raises(DeadlineExceeded):
+        await kernel.gateway.complete(req("y", model="primary", deadline=time.monotonic() - 1))
 
 
 async def test_streaming_goes_through_every_stage() -> None:

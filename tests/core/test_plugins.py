@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from taskloom import hookimpl, load_kernel
+from taskloom import Message, ModelRequest, hookimpl, load_kernel
 from taskloom.errors import ConfigError
 from taskloom.testing import register_plugin
 
 from .fakedist import activate, make_dist
+
+pytestmark = pytest.mark.anyio
 
 GOOD = '''
 from taskloom import hookimpl
@@ -116,16 +118,52 @@ def test_unknown_hook_name_is_reported_with_suggestion(tmp_path: Path, monkeypat
     assert "did you mean 'taskloom_register_tools'" in info.reason
 
 
-def test_plugin_raising_in_a_hook_is_failed_and_its_registrations_dropped(
+async def test_plugin_raising_in_a_hook_is_failed_and_its_registrations_dropped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     make_dist(tmp_path, "fake-raise", {"raiser": "fakeplug_raise"}, {"fakeplug_raise": RAISES})
+    make_dist(tmp_path, "fake-good", {"good": "fakeplug_good"}, {"fakeplug_good": GOOD})
     activate(tmp_path, monkeypatch)
-    kernel = _kernel()
+    kernel = _kernel({"models": {"fake": {"provider": "scripted", "default": "ok"}}})
     info = kernel.plugins.infos["raiser"]
     assert info.status == "failed"
     assert "taskloom_register_tools raised RuntimeError: boom in registration" in info.reason
     assert "half" not in kernel.tools
+    # The others keep working: their registrations are there, their hooks are called.
+    assert kernel.plugins.infos["good"].status == "enabled"
+    assert (await kernel.tools.get("shout").run({"text": "hey"})).content == "HEY"
+    response = await kernel.gateway.complete(ModelRequest(model="fake", messages=[Message.user("hi")]))
+    assert response.text == "ok" and response.cost is not None and response.cost.source == "prices:local"
+
+
+RAISES_IN_CONFIGURE = """
+from taskloom import hookimpl
+
+@hookimpl
+def taskloom_configure(settings):
+    raise OSError("cannot open the database")
+
+@hookimpl
+def taskloom_register_tools(register, settings):
+    def never(x: int) -> int:
+        return x
+    register(never)
+"""
+
+
+def test_plugin_raising_in_configure_is_failed_and_never_registers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_dist(tmp_path, "fake-cfgraise", {"cfgraise": "fakeplug_cfgraise"}, {"fakeplug_cfgraise": RAISES_IN_CONFIGURE})
+    make_dist(tmp_path, "fake-good", {"good": "fakeplug_good"}, {"fakeplug_good": GOOD})
+    activate(tmp_path, monkeypatch)
+    kernel = _kernel()
+    info = kernel.plugins.infos["cfgraise"]
+    assert info.status == "failed"
+    assert info.reason == "taskloom_configure raised OSError: cannot open the database"
+    assert "never" not in kernel.tools
+    assert kernel.tools.get("shout").plugin == "good"
+    assert kernel.plugins.infos["prices"].status == "enabled"
 
 
 def test_two_plugins_with_the_same_name_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -216,13 +254,53 @@ def test_inprocess_plugin_is_removed_after_the_block() -> None:
     assert "recorder" not in _kernel().plugins.infos
 
 
-def test_trace_plugins_prints_hook_calls(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_trace_plugins_prints_every_hook_call(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class Router:
+        @hookimpl
+        def taskloom_route(self, request, settings):  # type: ignore[no-untyped-def]
+            return ["fake"] if request.model == "auto" else None
+
     monkeypatch.setenv("TASKLOOM_TRACE_PLUGINS", "1")
-    kernel = _kernel()
-    kernel.emit(__import__("taskloom").Event(kind="trace.me"))
+    with register_plugin(Router(), "trace-router"):
+        kernel = _kernel(
+            {
+                "taskloom": {"store": "memory", "router": "trace-router"},
+                "models": {"fake": {"provider": "scripted", "default": "ok"}},
+            }
+        )
     err = capsys.readouterr().err
-    assert "taskloom: hook taskloom_event -> [" in err
-    assert "jsonl" in err
+    # Assembly: configuration and registration hooks.
+    assert "taskloom: hook taskloom_config_model -> [limits]" in err
+    assert "taskloom: hook taskloom_configure -> [prices]" in err
+    assert "taskloom: hook taskloom_register_providers -> [scripted]" in err
+    assert "taskloom: hook taskloom_register_caches [memory-cache] returned None" in err
+    await kernel.gateway.complete(ModelRequest(model="auto", messages=[Message.user("hi")]))
+    err = capsys.readouterr().err
+    # Every decision hook of one call: policy (per plugin), routing, pricing, sinks.
+    assert "taskloom: hook taskloom_check -> [limits] action(kind='model_call')" in err
+    assert "taskloom: hook taskloom_check -> [limits] action(kind='deployment')" in err
+    assert "taskloom: hook taskloom_route -> [trace-router] request(model='auto')" in err
+    assert "taskloom: hook taskloom_route [trace-router] returned ['fake']" in err
+    assert "taskloom: hook taskloom_price -> [prices] alias='fake'" in err
+    assert "taskloom: hook taskloom_price [prices] returned Cost(" in err
+    assert "taskloom: hook taskloom_event -> [jsonl] event('model.call')" in err
+
+
+def test_no_trace_without_the_variable(capsys: pytest.CaptureFixture[str]) -> None:
+    kernel = _kernel()
+    kernel.emit(__import__("taskloom").Event(kind="quiet"))
+    kernel.check(__import__("taskloom").types.Action(kind="run"))
+    assert "taskloom: hook" not in capsys.readouterr().err
+
+
+def test_inprocess_plugin_named_like_an_installed_one_is_a_clear_error() -> None:
+    from taskloom.errors import PluginError
+
+    with register_plugin(object(), "prices"), pytest.raises(PluginError) as err:
+        _kernel()
+    assert "in-process plugin 'prices': an installed plugin of taskloom-core already has that name" in str(err.value)
 
 
 def test_taskloom_plugin_fixture(taskloom_plugin) -> None:  # type: ignore[no-untyped-def]

@@ -17,7 +17,9 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import BudgetExceeded, PolicyDenied, ProviderError
+from .plugins import HookFailed
 from .records import ToolCallRecord
+from .resilience import DeadlineExceeded
 from .tools import Tool, ToolResult
 from .types import Action, Cost, Event, Message, ModelRequest, RequestMeta, ToolCall, ToolChoice, ToolSpec, Usage
 
@@ -71,7 +73,11 @@ class Budget:
 
     @property
     def remaining_usd(self) -> Decimal | None:
-        return None if self.usd is None else self.usd - self.spent_usd
+        return None if self.usd is None else max(Decimal(0), self.usd - self.spent_usd)
+
+    @property
+    def remaining_tokens(self) -> int | None:
+        return None if self.tokens is None else max(0, self.tokens - self.spent_tokens)
 
 
 class Agent(BaseModel):
@@ -176,6 +182,24 @@ class _Run:
     def remaining_time(self) -> float | None:
         return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
 
+    def request_meta(self) -> RequestMeta:
+        """The metadata for the next request: with what is left of the budget (the run's
+        ``Budget`` and the agent's own cost and token limits, the tighter of each) when a
+        limit is active, so routers and policies can pick a model that fits."""
+        lim = self.agent.limits
+        budget = self.budget
+        usd = budget.remaining_usd if budget is not None else None
+        if lim.max_cost_usd is not None:
+            own = max(Decimal(0), lim.max_cost_usd - self.cost.total)
+            usd = own if usd is None else min(usd, own)
+        tokens = budget.remaining_tokens if budget is not None else None
+        if lim.max_total_tokens is not None:
+            own_tokens = max(0, lim.max_total_tokens - self.usage.total_tokens)
+            tokens = own_tokens if tokens is None else min(tokens, own_tokens)
+        if usd is None and tokens is None:
+            return self.meta
+        return self.meta.model_copy(update={"budget_remaining_usd": usd, "budget_remaining_tokens": tokens})
+
     def emit(self, kind: str, data: dict[str, Any]) -> None:
         if self.kernel.has_sinks:
             m = self.meta
@@ -229,16 +253,19 @@ async def run_agent(
             stop=None,
             seed=None,
             output_schema=schema,
-            metadata=meta,
+            metadata=state.request_meta(),
             cache=True,
-            timeout=state.remaining_time(),
+            deadline=state.deadline,
         )
         try:
             response = await kernel.gateway.complete(request)
         except PolicyDenied as exc:
             stop = ("denied", str(exc))
             break
-        except (ProviderError, BudgetExceeded) as exc:
+        except DeadlineExceeded as exc:
+            stop = ("timeout", f"the agent's time limit of {agent.limits.timeout_s:g} s is up ({exc})")
+            break
+        except (ProviderError, BudgetExceeded, HookFailed) as exc:
             stop = ("error", f"{type(exc).__name__}: {exc}")
             break
         state.requests += 1
@@ -401,7 +428,11 @@ async def _run_tool_call(state: _Run, tools: dict[str, Tool], call: ToolCall) ->
             if remaining is not None:
                 timeout = min(timeout or remaining, remaining)
             result = await tool.run(call.arguments, timeout)
-    cost = kernel.tool_price(call.name, call.arguments or {}) if not result.is_error or tool is not None else None
+    cost = (
+        kernel.tool_price(call.name, call.arguments or {}, state.meta)
+        if not result.is_error or tool is not None
+        else None
+    )
     if cost is not None:
         state.cost = state.cost + Cost(total=cost.total, tools=cost.total, source=cost.source)
         if state.budget is not None:

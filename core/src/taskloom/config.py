@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -203,6 +204,50 @@ class Settings:
                 f"define it as [models.{alias}] with a provider in {self.where}"
             ) from None
 
+    def secret_values(self) -> list[str]:
+        """Every secret value this configuration holds or points at (``Secret`` fields of
+        plugin sections, secret-looking keys of model tables, and the environment
+        variables their ``{ env = ... }`` name), longest first. For :meth:`scrub`."""
+        found: set[str] = set()
+
+        def walk(value: Any, key: str = "") -> None:
+            if isinstance(value, Secret):
+                try:
+                    found.add(value.get_secret_value())
+                except ConfigError:
+                    pass
+            elif isinstance(value, BaseModel):
+                for name in type(value).model_fields:
+                    walk(getattr(value, name, None), name)
+                for name, extra in (value.model_extra or {}).items():
+                    walk(extra, name)
+            elif isinstance(value, Mapping):
+                if set(value) == {"env"} and _is_secret_key(key) and isinstance(value["env"], str):
+                    if env_value := os.environ.get(value["env"]):
+                        found.add(env_value)
+                    return
+                for k, v in value.items():
+                    walk(v, str(k))
+            elif isinstance(value, list | tuple):
+                for v in value:
+                    walk(v, key)
+            elif isinstance(value, str) and _is_secret_key(key):
+                found.add(value)
+
+        for config in self.models.values():
+            walk(config)
+        for plugin_config in self._plugin_configs.values():
+            walk(plugin_config)
+        walk(self.raw.plugins)
+        return sorted((v for v in found if len(v) >= 4), key=len, reverse=True)
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every configured secret value, and anything shaped like an API
+        key or a bearer token, replaced by asterisks (for error messages that are stored)."""
+        for value in self.secret_values():
+            text = text.replace(value, "**********")
+        return _TOKEN_SHAPES.sub(lambda m: m.group(1) + "**********", text)
+
     def to_dict(self, *, redact: bool = True) -> dict[str, Any]:
         """The effective configuration as plain data, secrets redacted."""
         out: dict[str, Any] = {
@@ -220,7 +265,15 @@ class Settings:
         return out
 
 
-_SECRET_WORDS = ("key", "token", "secret", "password", "authorization")
+_SECRET_WORDS = ("key", "token", "secret", "password", "passwd", "authorization", "credential", "cookie")
+# Bearer tokens, and keys in the common vendor shapes (sk-..., ghp_..., xoxb-..., AKIA...).
+_TOKEN_SHAPES = re.compile(
+    r"((?:Bearer|Basic|bearer)\s+|(?<![A-Za-z0-9])(?=sk-|ghp_|gho_|xox[abp]-|AKIA))[A-Za-z0-9_\-.=+/]{8,}"
+)
+
+
+def _is_secret_key(key: str) -> bool:
+    return any(w in key.lower() for w in _SECRET_WORDS)
 
 
 def _redact(value: Any, key: str = "") -> Any:
@@ -230,7 +283,7 @@ def _redact(value: Any, key: str = "") -> Any:
         return {k: _redact(v, k) for k, v in value.items()}
     if isinstance(value, list):
         return [_redact(v, key) for v in value]
-    if isinstance(value, str) and any(w in key.lower() for w in _SECRET_WORDS):
+    if isinstance(value, str) and _is_secret_key(key):
         return "**********"
     return value
 
@@ -240,8 +293,14 @@ def did_you_mean(word: str, choices: Any) -> str:
     return f" (did you mean {match[0]!r}?)" if match else ""
 
 
-def _describe(value: Any) -> str:
-    text = repr(value)
+def _describe(value: Any, loc: list[str] | None = None) -> str:
+    """What was found, for an error message; never the value of a secret. A value under
+    a secret-looking key (api_key, token, password, secret, Authorization...) or inside
+    ``headers``, or a ``Secret``, is described by its type only; tables are shown with
+    their secret-looking keys redacted."""
+    if isinstance(value, Secret) or any(_is_secret_key(p) or p.lower() == "headers" for p in loc or []):
+        return f"a {type(value).__name__} (hidden: the key holds a secret)"
+    text = repr(_redact(value) if isinstance(value, dict | list) else value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -261,7 +320,7 @@ def format_validation_error(
         elif err["type"] == "missing":
             lines.append(f"{place} missing required key {key!r}")
         else:
-            lines.append(f"{place} key {key!r}: {err['msg'].lower()}, found {_describe(err.get('input'))}")
+            lines.append(f"{place} key {key!r}: {err['msg'].lower()}, found {_describe(err.get('input'), loc)}")
     return "\n".join(lines)
 
 

@@ -4,11 +4,14 @@
 2. **routing**  ``taskloom_route`` picks the model chain (else the request's own model
    and its configured fallbacks);
 3. **cache**    a hit answers at once, at no cost;
-4. **provider** each deployment of the chain in turn, skipping those whose circuit is
-   open; per attempt a timeout; transient errors retried with exponential backoff and
-   full jitter (a ``Retry-After`` is honoured); every failure feeds the breaker;
+4. **provider** each deployment of the chain in turn, skipping those a policy refuses
+   (``Action(kind="deployment")``) and those whose circuit is open; per attempt a
+   timeout, and across all of them the request's overall ``deadline``; transient errors
+   retried with exponential backoff and full jitter (a ``Retry-After`` is honoured);
+   every failure feeds the breaker;
 5. **pricing**  ``taskloom_price`` turns usage into exact dollars (or *unpriced*);
-6. **ledger and events**  the call is recorded in the run store and sent to the sinks;
+6. **ledger and events**  the call is recorded in the run store and sent to the sinks,
+   a failed call too (with its error);
 7. **cache store**  the response is kept for next time.
 
 Streaming goes through the same stages; the cache keeps the assembled response.
@@ -30,18 +33,30 @@ from .errors import (
     CircuitOpen,
     ConfigError,
     ContextWindowExceeded,
+    PolicyDenied,
     ProviderError,
     ProviderTimeout,
 )
 from .records import CallRecord
-from .resilience import CircuitBreaker
+from .resilience import CircuitBreaker, DeadlineExceeded
 from .timeouts import deadline
-from .types import Action, Cost, Event, Message, ModelRequest, ModelResponse, StreamDelta, ToolCall, Usage
+from .types import (
+    Action,
+    Cost,
+    Event,
+    Message,
+    ModelRequest,
+    ModelResponse,
+    Provider,
+    StreamDelta,
+    ToolCall,
+    Usage,
+)
 
 if TYPE_CHECKING:
     from .kernel import Kernel
 
-_CACHE_EXCLUDE = {"metadata", "cache", "timeout", "model"}
+_CACHE_EXCLUDE = {"metadata", "cache", "timeout", "deadline", "model"}
 # Failures caused by the request itself say nothing about the deployment's health.
 _REQUEST_FAULTS = (BadRequest, ContextWindowExceeded)
 
@@ -60,8 +75,14 @@ class Gateway:
         key = self._cache_key(request, chain[0])
         response = await self._cache_get(key, request, chain[0])
         if response is None:
-            response = await self._call_chain(request, chain)
-            response.cost = self.kernel.price(response.alias, response.model, response.provider, response.usage)
+            try:
+                response = await self._call_chain(request, chain)
+            except ProviderError as exc:
+                await self._record_failure(request, chain, exc, key, time.perf_counter() - start)
+                raise
+            response.cost = self.kernel.price(
+                response.alias, response.model, response.provider, response.usage, request.metadata
+            )
         response.latency_s = time.perf_counter() - start
         await self._record(request, response, key)
         if not response.cached:
@@ -124,6 +145,13 @@ class Gateway:
                 "cache-get", f"cache read failed ({type(exc).__name__}: {exc}); calling the model"
             )
             return None
+        if self.kernel.has_policies:
+            # The cached answer came from response.alias (maybe a fallback): it is only
+            # served to a caller that may use that model.
+            try:
+                self._check_deployment(request, response.alias or alias, None)
+            except PolicyDenied:
+                return None
         response.cached = True
         response.attempts = 0
         response.cost = Cost(source="cache")
@@ -144,14 +172,13 @@ class Gateway:
     async def _call_chain(self, request: ModelRequest, chain: list[str]) -> ModelResponse:
         failures: list[tuple[str, BaseException]] = []
         for position, alias in enumerate(chain):
-            config, breaker = self._enter_deployment(request, chain, position, failures)
-            if breaker is None:
+            config, breaker, provider = self._enter_deployment(request, chain, position, failures)
+            if breaker is None or provider is None:
                 continue
-            provider = self.kernel.provider(alias)
-            timeout = request.timeout or config.timeout
             attempt = 0
             while True:
                 attempt += 1
+                timeout, by_deadline = self._attempt_timeout(request, config, alias, failures, breaker)
                 try:
                     async with deadline(timeout):
                         response = await provider.complete(request)
@@ -160,7 +187,10 @@ class Gateway:
                             f"provider {provider.name} returned {type(response).__name__}, not a ModelResponse"
                         )
                 except BaseException as exc:
-                    error = self._classify(exc, alias, provider.name, timeout)
+                    if by_deadline and isinstance(exc, TimeoutError):
+                        breaker.release()
+                        raise self._deadline_passed(request, alias, failures) from None
+                    error = self._classify(exc, alias, provider.name, timeout, breaker)
                     delay = self._after_failure(request, alias, config, breaker, error, attempt, streamed=False)
                     if delay is None:
                         failures.append((alias, error))
@@ -172,27 +202,75 @@ class Gateway:
 
     def _enter_deployment(
         self, request: ModelRequest, chain: list[str], position: int, failures: list[tuple[str, BaseException]]
-    ) -> tuple[ModelConfig, CircuitBreaker | None]:
-        """The deployment's config and breaker, or no breaker when its circuit is open."""
+    ) -> tuple[ModelConfig, CircuitBreaker | None, Provider | None]:
+        """The deployment's config, breaker and provider; no breaker when a policy refuses
+        the deployment or its circuit is open (the reason goes to ``failures``)."""
         alias = chain[position]
+        if request.deadline is not None and time.monotonic() >= request.deadline:
+            raise self._deadline_passed(request, alias, failures)
         config = self.settings.model(alias)
         breaker = self.breaker(alias, config)
         if position and self.kernel.has_sinks:
             self.kernel.emit(self._event("model.fallback", request, {"alias": alias, "after": chain[position - 1]}))
+        provider = self.kernel.provider(alias)
+        if self.kernel.has_policies:
+            try:
+                self._check_deployment(request, alias, provider)
+            except PolicyDenied as exc:
+                failures.append((alias, exc))
+                if self.kernel.has_sinks:
+                    self.kernel.emit(
+                        self._event("model.skip", request, {"alias": alias, "plugin": exc.plugin, "reason": exc.reason})
+                    )
+                return config, None, None
         if not breaker.allow():
             failures.append(
                 (alias, CircuitOpen(f"circuit open for {alias}; retry in {breaker.retry_in():.1f} s", model=alias))
             )
-            return config, None
-        return config, breaker
+            return config, None, None
+        return config, breaker, provider
+
+    def _check_deployment(self, request: ModelRequest, alias: str, provider: Provider | None) -> None:
+        self.kernel.check(
+            Action(kind="deployment", request=request, model=alias, provider=provider, metadata=request.metadata)
+        )
+
+    def _attempt_timeout(
+        self,
+        request: ModelRequest,
+        config: ModelConfig,
+        alias: str,
+        failures: list[tuple[str, BaseException]],
+        breaker: CircuitBreaker,
+    ) -> tuple[float, bool]:
+        """Seconds for the next attempt (or wait) and whether the overall deadline, not
+        the per-attempt timeout, is what bounds it."""
+        timeout = request.timeout or config.timeout
+        if request.deadline is None:
+            return timeout, False
+        remaining = request.deadline - time.monotonic()
+        if remaining <= 0:
+            breaker.release()
+            raise self._deadline_passed(request, alias, failures)
+        return (remaining, True) if remaining < timeout else (timeout, False)
+
+    def _deadline_passed(
+        self, request: ModelRequest, alias: str, failures: list[tuple[str, BaseException]]
+    ) -> DeadlineExceeded:
+        if self.kernel.has_sinks:
+            self.kernel.emit(self._event("model.error", request, {"alias": alias, "error": "deadline passed"}))
+        return DeadlineExceeded(f"the call's deadline passed before {alias} answered", model=alias, attempts=failures)
 
     @staticmethod
-    def _classify(exc: BaseException, alias: str, provider: str, timeout: float) -> ProviderError:
+    def _classify(
+        exc: BaseException, alias: str, provider: str, timeout: float, breaker: CircuitBreaker
+    ) -> ProviderError:
         if isinstance(exc, ProviderError):
             return exc
         if isinstance(exc, TimeoutError):
             return ProviderTimeout(f"{alias} did not answer within {timeout:g} s", model=alias)
         if not isinstance(exc, Exception):
+            breaker.release()  # no verdict on the deployment: free a half-open trial
             raise exc  # cancellation and KeyboardInterrupt pass through untouched
         # A provider bug or a garbage answer: terminal for this deployment.
         return BadRequest(f"{alias}: provider {provider} failed: {type(exc).__name__}: {exc}", model=alias)
@@ -220,6 +298,9 @@ class Gateway:
             or streamed
             or breaker.state == "open"
             or delay > policy.max_retry_after
+            # a wait that would pass the deadline is not waited for: the next deployment
+            # is tried at once (and the call ends if no time is left for it)
+            or (request.deadline is not None and time.monotonic() + delay >= request.deadline)
         )
         if self.kernel.has_sinks:
             kind = "model.error" if give_up else "model.retry"
@@ -246,6 +327,8 @@ class Gateway:
 
     @staticmethod
     def _chain_failed(failures: list[tuple[str, BaseException]]) -> BaseException:
+        if all(isinstance(e, PolicyDenied) for _, e in failures):
+            return failures[0][1]  # no deployment may be used: a denial, not a failure
         if len(failures) == 1:
             return failures[0][1]
         return AllDeploymentsFailed(failures)
@@ -256,33 +339,29 @@ class Gateway:
         kernel = self.kernel
         meta = request.metadata
         cost = response.cost or Cost.unpriced()
-        if not cost.priced:
+        if not cost.priced and cost.source is None:
             kernel.plugins.warn_once(
                 f"unpriced:{response.alias}",
                 f"no cost model knows the price of {response.alias} ({response.model}); its calls are reported as unpriced",
             )
-        record = CallRecord(
-            run_id=meta.run_id,
-            task_id=meta.task_id,
-            agent=meta.agent,
-            user=meta.user,
-            request_hash=key.split(":", 1)[1] if key else "",
-            alias=response.alias,
-            model=response.model,
-            provider=response.provider,
-            usage=response.usage,
-            cost=cost,
-            latency_s=response.latency_s,
-            cached=response.cached,
-            error=None,
-            time=time.time(),
-        )
-        try:
-            await kernel.store.record_call(record)
-        except Exception as exc:
-            kernel.plugins.warn_once(
-                "ledger", f"the run store could not record a model call ({type(exc).__name__}: {exc})"
+        await self._ledger(
+            CallRecord(
+                run_id=meta.run_id,
+                task_id=meta.task_id,
+                agent=meta.agent,
+                user=meta.user,
+                request_hash=key.split(":", 1)[1] if key else "",
+                alias=response.alias,
+                model=response.model,
+                provider=response.provider,
+                usage=response.usage,
+                cost=cost,
+                latency_s=response.latency_s,
+                cached=response.cached,
+                error=None,
+                time=time.time(),
             )
+        )
         if kernel.has_sinks:
             kernel.emit(
                 self._event(
@@ -301,6 +380,53 @@ class Gateway:
                         "finish_reason": response.finish_reason,
                     },
                 )
+            )
+
+    async def _record_failure(
+        self, request: ModelRequest, chain: list[str], error: ProviderError, key: str | None, latency: float
+    ) -> None:
+        """A call that failed after every retry and fallback goes to the ledger too, with
+        its error class and message (secret values scrubbed), and as a ``model.failed``
+        event. It used no tokens the provider reported, so it costs nothing."""
+        if isinstance(error, DeadlineExceeded):
+            alias = error.model  # where the deadline cut the call short
+        elif isinstance(error, AllDeploymentsFailed) and error.attempts:
+            alias = error.attempts[-1][0]  # the last deployment tried
+        else:
+            alias = chain[0]  # a chain of one
+        config = self.settings.models.get(alias)
+        meta = request.metadata
+        message = self.settings.scrub(f"{type(error).__name__}: {error}")
+        await self._ledger(
+            CallRecord(
+                run_id=meta.run_id,
+                task_id=meta.task_id,
+                agent=meta.agent,
+                user=meta.user,
+                request_hash=key.split(":", 1)[1] if key else "",
+                alias=alias,
+                model=config.model if config else "",
+                provider=config.provider if config else "",
+                latency_s=latency,
+                error=message,
+                time=time.time(),
+            )
+        )
+        if self.kernel.has_sinks:
+            self.kernel.emit(
+                self._event(
+                    "model.failed",
+                    request,
+                    {"user": meta.user, "alias": alias, "chain": list(chain), "error": message, "latency_s": latency},
+                )
+            )
+
+    async def _ledger(self, record: CallRecord) -> None:
+        try:
+            await self.kernel.store.record_call(record)
+        except Exception as exc:
+            self.kernel.plugins.warn_once(
+                "ledger", f"the run store could not record a model call ({type(exc).__name__}: {exc})"
             )
 
     @staticmethod
@@ -378,10 +504,16 @@ class ModelStream:
                 yield StreamDelta(tool_index=i, tool_id=call.id, tool_name=call.name, arguments=call.raw_arguments)
         else:
             holder: list[ModelResponse] = []
-            async for delta in self._stream_chain(chain, holder):
-                yield delta
+            try:
+                async for delta in self._stream_chain(chain, holder):
+                    yield delta
+            except ProviderError as exc:
+                await gw._record_failure(request, chain, exc, key, time.perf_counter() - start)
+                raise
             response = holder[0]
-            response.cost = gw.kernel.price(response.alias, response.model, response.provider, response.usage)
+            response.cost = gw.kernel.price(
+                response.alias, response.model, response.provider, response.usage, request.metadata
+            )
         response.latency_s = time.perf_counter() - start
         await gw._record(request, response, key)
         if not response.cached:
@@ -391,34 +523,43 @@ class ModelStream:
     async def _stream_chain(self, chain: list[str], holder: list[ModelResponse]) -> AsyncIterator[StreamDelta]:
         """The provider stage for streams: like ``Gateway._call_chain``, but a deployment
         is retried or abandoned for the next one only while nothing has been yielded.
-        The timeout applies to each wait for a delta, so a long answer is not cut off."""
+        The timeout applies to each wait for a delta, so a long answer is not cut off;
+        the request's overall deadline bounds the whole stream."""
         gw = self.gateway
         request = self.request
         failures: list[tuple[str, BaseException]] = []
         for position, alias in enumerate(chain):
-            config, breaker = gw._enter_deployment(request, chain, position, failures)
-            if breaker is None:
+            config, breaker, provider = gw._enter_deployment(request, chain, position, failures)
+            if breaker is None or provider is None:
                 continue
-            provider = gw.kernel.provider(alias)
-            timeout = request.timeout or config.timeout
             attempt = 0
             while True:
                 attempt += 1
                 assembler = StreamAssembler()
                 started = False
                 deltas = provider.stream(request)
+                timeout = request.timeout or config.timeout
                 try:
                     while True:
-                        async with deadline(timeout):
-                            try:
-                                delta = await deltas.__anext__()
-                            except StopAsyncIteration:
-                                break
+                        timeout, by_deadline = gw._attempt_timeout(request, config, alias, failures, breaker)
+                        try:
+                            async with deadline(timeout):
+                                try:
+                                    delta = await deltas.__anext__()
+                                except StopAsyncIteration:
+                                    break
+                        except TimeoutError:
+                            if by_deadline:
+                                breaker.release()
+                                raise gw._deadline_passed(request, alias, failures) from None
+                            raise
                         assembler.add(delta)
                         started = started or bool(delta.text or delta.tool_name or delta.arguments)
                         yield delta
+                except DeadlineExceeded:
+                    raise
                 except BaseException as exc:
-                    error = gw._classify(exc, alias, provider.name, timeout)
+                    error = gw._classify(exc, alias, provider.name, timeout, breaker)
                     delay = gw._after_failure(request, alias, config, breaker, error, attempt, streamed=started)
                     if delay is None:
                         failures.append((alias, error))

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from .config import ModelConfig, Settings, did_you_mean, load_settings
 from .errors import ConfigError, PolicyDenied, TaskloomError
-from .plugins import PluginManager
+from .plugins import HookFailed, PluginManager
 from .tools import Tool, ToolRegistry
-from .types import Action, Cache, Cost, Denial, Event, ModelRequest, Provider, Usage
+from .types import Action, Cache, Cost, Denial, Event, ModelRequest, Provider, RequestMeta, Usage
 
 if TYPE_CHECKING:
     from .gateway import Gateway
@@ -74,7 +74,6 @@ class Kernel:
         self.tools = ToolRegistry()
         self._deployments: dict[str, Provider] = {}
         self._register_all()
-        hook = plugins.pm.hook
         router = settings.taskloom.router
         if router and router not in plugins.infos:
             raise ConfigError(
@@ -82,20 +81,14 @@ class Kernel:
             )
 
         # Decision hooks run on every call, so their implementations are listed once here
-        # and called directly in pluggy's order (last registered first). Policies and sinks
-        # are called one by one so a failure is attributed to its plugin and never stops
-        # delivery to the others. With TASKLOOM_TRACE_PLUGINS set, events still go through
-        # pluggy so that they are traced.
-        def impls(name: str, only: str | None = None) -> list[tuple[str, Callable[..., Any]]]:
-            found = reversed(getattr(hook, name).get_hookimpls())
-            return [(i.plugin_name, i.function) for i in found if only is None or i.plugin_name == only]
-
-        self._routers = impls("taskloom_route", router)
-        self._pricers = impls("taskloom_price")
-        self._tool_pricers = impls("taskloom_tool_price")
-        self._traced = bool(os.environ.get("TASKLOOM_TRACE_PLUGINS"))
-        self._policies = impls("taskloom_check")
-        self._sinks = impls("taskloom_event")
+        # and called directly in pluggy's order (last registered first), one by one, so a
+        # failure is attributed to its plugin and contained. PluginManager.impls wraps
+        # them for TASKLOOM_TRACE_PLUGINS, so every one of these calls is traced too.
+        self._routers = plugins.impls("taskloom_route", router)
+        self._pricers = plugins.impls("taskloom_price")
+        self._tool_pricers = plugins.impls("taskloom_tool_price")
+        self._policies = plugins.impls("taskloom_check")
+        self._sinks = plugins.impls("taskloom_event")
         self.has_sinks = bool(self._sinks)
         self.has_policies = bool(self._policies)
 
@@ -182,9 +175,20 @@ class Kernel:
     # ---------------------------------------------------------------- decision hooks
 
     def route(self, request: ModelRequest) -> list[str] | None:
-        for _, router in self._routers:
-            chain: list[str] | None = router(request=request, settings=self.settings)
+        """The chain the first router answers with, or None. A router that raises an
+        unexpected exception, or answers with something that is not a list of aliases,
+        fails the call with :class:`HookFailed` naming it: quietly using another model
+        than the router would have chosen could break a budget or a tier."""
+        for plugin, router in self._routers:
+            try:
+                chain: Any = router(request=request, settings=self.settings)
+            except TaskloomError:
+                raise  # a router's own, deliberate error (e.g. no tier fits the budget)
+            except Exception as exc:
+                raise HookFailed(plugin, "taskloom_route", f"{type(exc).__name__}: {exc}") from exc
             if chain:
+                if not isinstance(chain, list) or not all(isinstance(a, str) for a in chain):
+                    raise HookFailed(plugin, "taskloom_route", f"returned {chain!r:.80}, not a list of model aliases")
                 return chain
         return None
 
@@ -200,42 +204,62 @@ class Kernel:
             if denial is not None:
                 raise PolicyDenied(denial.reason, denial.plugin or plugin)
 
-    def price(self, alias: str, model: str, provider: str, usage: Usage) -> Cost:
+    def price(self, alias: str, model: str, provider: str, usage: Usage, meta: RequestMeta | None = None) -> Cost:
+        """The first cost model's answer; *unpriced* when none knows the model. A cost
+        model that raises makes the call unpriced (reported once on stderr and as a
+        ``plugin.error`` event): falling through to the next cost model could quietly
+        replace an override with a list price."""
         for plugin, pricer in self._pricers:
             try:
                 cost: Cost | None = pricer(
                     alias=alias, model=model, provider=provider, usage=usage, settings=self.settings
                 )
+                if cost is not None and not isinstance(cost, Cost):
+                    raise TypeError(f"returned {type(cost).__name__}, not a Cost")
             except Exception as exc:
-                self.plugins.warn_once(f"price:{plugin}", f"cost model {plugin} raised {type(exc).__name__}: {exc}")
-                continue
+                self.hook_failed(plugin, "taskloom_price", exc, meta, f"the call to {alias} is unpriced")
+                return Cost(priced=False, source=plugin)
             if cost is not None:
                 return cost
         return Cost.unpriced()
 
-    def tool_price(self, name: str, arguments: dict[str, Any]) -> Cost | None:
+    def tool_price(self, name: str, arguments: dict[str, Any], meta: RequestMeta | None = None) -> Cost | None:
         total: Cost | None = None
         for plugin, pricer in self._tool_pricers:
             try:
                 cost: Cost | None = pricer(name=name, arguments=arguments, settings=self.settings)
             except Exception as exc:
-                self.plugins.warn_once(
-                    f"tool-price:{plugin}", f"cost model {plugin} raised {type(exc).__name__}: {exc}"
-                )
+                self.hook_failed(plugin, "taskloom_tool_price", exc, meta, f"its price for {name} is left out")
                 continue
             if cost is not None:
                 total = cost if total is None else total + cost
         return total
 
     def emit(self, event: Event) -> None:
-        if self._traced:
-            self.plugins.pm.hook.taskloom_event(event=event)
-            return
         for plugin, sink in self._sinks:
             try:
                 sink(event=event)
             except Exception as exc:
                 self.plugins.warn_once(f"event:{plugin}", f"progress sink {plugin} raised {type(exc).__name__}: {exc}")
+
+    def hook_failed(
+        self, plugin: str, hook: str, exc: BaseException, meta: RequestMeta | None, consequence: str
+    ) -> None:
+        """Report a contained failure of a decision hook: one warning line per plugin and
+        hook, and a ``plugin.error`` event every time."""
+        problem = f"{type(exc).__name__}: {exc}"
+        self.plugins.warn_once(f"{hook}:{plugin}", f"plugin {plugin} raised in {hook} ({problem}); {consequence}")
+        if self.has_sinks:
+            m = meta or RequestMeta()
+            self.emit(
+                Event(
+                    kind="plugin.error",
+                    run_id=m.run_id,
+                    task_id=m.task_id,
+                    agent=m.agent,
+                    data={"plugin": plugin, "hook": hook, "error": problem, "consequence": consequence},
+                )
+            )
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -263,4 +287,4 @@ def load_kernel(config: str | os.PathLike[str] | Mapping[str, Any] | None = None
     return Kernel(settings, plugins)
 
 
-__all__ = ["Kernel", "Registered", "Registry", "Tool", "load_kernel"]
+__all__ = ["HookFailed", "Kernel", "Registered", "Registry", "Tool", "load_kernel"]

@@ -8,6 +8,12 @@ recorded with the reason (``taskloom plugins`` shows it) and the rest keep worki
 Which plugins are enabled, in order of precedence:
 ``TASKLOOM_PLUGINS=a,b`` (only these), else ``[taskloom] plugins`` (only these), else all
 installed; minus ``TASKLOOM_DISABLE_PLUGINS=a,b`` and ``[taskloom] disable``.
+
+The kernel calls most hooks plugin by plugin (so a failure is attributed to its plugin and
+contained), through :meth:`PluginManager.impls`. With ``TASKLOOM_TRACE_PLUGINS=1`` those
+calls are wrapped once, at assembly, to print each call and its result to stderr, the
+same lines pluggy's call monitoring prints for calls made through ``pm.hook``; with
+tracing off the functions are called bare, so the per-call path costs nothing extra.
 """
 
 from __future__ import annotations
@@ -25,12 +31,27 @@ import pluggy
 
 from . import hookspecs
 from .config import Settings, did_you_mean
-from .errors import ConfigError, TaskloomError
+from .errors import ConfigError, PluginError, TaskloomError
 
 GROUP = "taskloom"
 hookimpl = pluggy.HookimplMarker("taskloom")
 
 Status = Literal["enabled", "disabled", "failed"]
+
+
+class HookFailed(PluginError):
+    """A plugin raised (or returned nonsense) inside a decision hook, e.g. a router in
+    ``taskloom_route``. Names the plugin and the hook; a runtime failure (exit code 1)."""
+
+    exit_code = 1
+
+    def __init__(self, plugin: str, hook: str, problem: str) -> None:
+        self.plugin = plugin
+        self.hook = hook
+        super().__init__(
+            f"plugin {plugin!r} failed in {hook}: {problem}; fix the plugin or disable it "
+            f"(TASKLOOM_DISABLE_PLUGINS={plugin} or [taskloom] disable = [{plugin!r}])"
+        )
 
 
 @dataclass
@@ -106,7 +127,8 @@ class PluginManager:
         self.pm.add_hookspecs(hookspecs)
         self.infos: dict[str, PluginInfo] = {}
         self._warned: set[str] = set()
-        if os.environ.get("TASKLOOM_TRACE_PLUGINS"):
+        self.trace = bool(os.environ.get("TASKLOOM_TRACE_PLUGINS"))
+        if self.trace:
             self.pm.add_hookcall_monitoring(_trace_before, _trace_after)
 
     # ---------------------------------------------------------------- loading
@@ -140,10 +162,13 @@ class PluginManager:
                 continue
             self._register(info, obj)
         for name, obj in inprocess.items():
-            info = PluginInfo(name=name, distribution="(in-process)", target=repr(obj))
             if name in self.infos:
-                self._fail(info, f"an installed plugin is already named {name!r}")
-                continue
+                other = self.infos[name].distribution or "?"
+                raise PluginError(
+                    f"in-process plugin {name!r}: an installed plugin of {other} already has that name; "
+                    "register it under another name"
+                )
+            info = PluginInfo(name=name, distribution="(in-process)", target=repr(obj))
             self.infos[name] = info
             if name in enabled:
                 self._register(info, obj)
@@ -197,20 +222,22 @@ class PluginManager:
         return self.pm.parse_hookimpl_opts(obj, name) is not None
 
     def _configure(self) -> None:
-        for impl in self.pm.hook.taskloom_config_model.get_hookimpls():
-            info = self.infos[impl.plugin_name]
+        for plugin, config_model in self.impls("taskloom_config_model"):
+            info = self.infos[plugin]
             try:
-                model: Any = impl.function()
+                model: Any = config_model()
                 self.settings.set_plugin_config(info.name, model)
             except TaskloomError as exc:
                 self._fail(info, str(exc))
             except Exception as exc:
                 self._fail(info, f"taskloom_config_model raised {type(exc).__name__}: {exc}")
-        for impl in self.pm.hook.taskloom_configure.get_hookimpls():
+        for plugin, configure in self.impls("taskloom_configure"):
+            if self.infos[plugin].status != "enabled":
+                continue  # its configuration was refused just above
             try:
-                impl.function(settings=self.settings)
+                configure(settings=self.settings)
             except Exception as exc:
-                self._fail(self.infos[impl.plugin_name], f"taskloom_configure raised {type(exc).__name__}: {exc}")
+                self._fail(self.infos[plugin], f"taskloom_configure raised {type(exc).__name__}: {exc}")
         for name, info in self.infos.items():
             if info.status == "enabled" and name not in self.settings._plugin_configs:
                 try:
@@ -236,12 +263,22 @@ class PluginManager:
         """Mark a loaded plugin as failed (e.g. it raised in a registration hook)."""
         self._fail(self.infos[name], reason)
 
+    def impls(self, hook_name: str, only: str | None = None) -> list[tuple[str, Callable[..., Any]]]:
+        """(plugin name, function) of each implementation of a hook, in pluggy's calling
+        order (last registered first), optionally only one plugin's. The functions are
+        traced when ``TASKLOOM_TRACE_PLUGINS`` is set."""
+        found = reversed(getattr(self.pm.hook, hook_name).get_hookimpls())
+        out = [(i.plugin_name, i.function) for i in found if only is None or i.plugin_name == only]
+        if self.trace:
+            out = [(plugin, traced(hook_name, plugin, function)) for plugin, function in out]
+        return out
+
     def call_each(self, hook_name: str, **kwargs: Any) -> Iterable[tuple[str, Callable[[], Any]]]:
         """Yield (plugin name, thunk) for each implementation, so the caller can attribute
         and contain a failure to the plugin that raised."""
-        caller = getattr(self.pm.hook, hook_name)
-        for impl in reversed(caller.get_hookimpls()):
-            yield impl.plugin_name, functools.partial(impl.function, **kwargs)
+        for plugin, function in self.impls(hook_name):
+            if self.infos.get(plugin) is None or self.infos[plugin].status == "enabled":
+                yield plugin, functools.partial(function, **kwargs)
 
     def warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -255,6 +292,39 @@ class PluginManager:
     @property
     def failed(self) -> list[PluginInfo]:
         return [i for i in self.infos.values() if i.status == "failed"]
+
+
+def traced(hook_name: str, plugin: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function`` wrapped to print its call and its result (or exception) to stderr."""
+
+    def call(**kwargs: Any) -> Any:
+        sys.stderr.write(f"taskloom: hook {hook_name} -> [{plugin}] {_args(kwargs)}\n")
+        try:
+            result = function(**kwargs)
+        except BaseException as exc:
+            sys.stderr.write(f"taskloom: hook {hook_name} [{plugin}] raised {type(exc).__name__}: {exc}\n")
+            raise
+        sys.stderr.write(f"taskloom: hook {hook_name} [{plugin}] returned {result!r:.120}\n")
+        return result
+
+    return call
+
+
+def _args(kwargs: Mapping[str, Any]) -> str:
+    # Names only for settings and callbacks; a short repr of what decides the call.
+    shown = []
+    for key, value in kwargs.items():
+        if key in ("settings", "register"):
+            continue
+        if key == "request":
+            shown.append(f"request(model={value.model!r})")
+        elif key == "action":
+            shown.append(f"action(kind={value.kind!r})")
+        elif key == "event":
+            shown.append(f"event({value.kind!r})")
+        else:
+            shown.append(f"{key}={value!r:.40}")
+    return ", ".join(shown)
 
 
 def _trace_before(hook_name: str, impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, Any]) -> None:

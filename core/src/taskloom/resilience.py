@@ -1,6 +1,9 @@
-"""Retry with exponential backoff and full jitter, and a circuit breaker per deployment.
+"""Retry with exponential backoff and full jitter, a circuit breaker per deployment, and
+the overall deadline of a call.
 
-Error classes live in :mod:`taskloom.errors`; this module decides what to do with them.
+Error classes live in :mod:`taskloom.errors`; this module decides what to do with them
+(``DeadlineExceeded``, the one error that is about the caller's clock rather than the
+provider, lives here with the deadline logic).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from .errors import ProviderError
+from .errors import ProviderError, ProviderTimeout
 
 State = Literal["closed", "open", "half-open"]
 
@@ -39,6 +42,19 @@ class RetryPolicy(BaseModel):
         if retry_after is not None:
             wait = max(wait, float(retry_after))
         return wait
+
+
+class DeadlineExceeded(ProviderTimeout):
+    """The call's overall deadline (``ModelRequest.deadline``) passed: no attempt, retry
+    or fallback is started after it. ``attempts`` lists the failures before it, if any."""
+
+    transient = False
+
+    def __init__(self, message: str, *, model: str = "", attempts: list[tuple[str, BaseException]] | None = None):
+        self.attempts = list(attempts or [])
+        if self.attempts:
+            message += " (before it: " + "; ".join(f"{a}: {type(e).__name__}: {e}" for a, e in self.attempts) + ")"
+        super().__init__(message, model=model)
 
 
 def is_transient(error: BaseException) -> bool:
@@ -90,6 +106,11 @@ class CircuitBreaker:
         self.trial_in_flight = False
         if was_trial or self.failures >= self.threshold:
             self.opened_at = self._now()
+
+    def release(self) -> None:
+        """Give back a half-open trial whose call ended without a verdict on the
+        deployment (cancelled, or cut short by the caller's deadline)."""
+        self.trial_in_flight = False
 
     def retry_in(self) -> float:
         if self.opened_at is None:

@@ -132,6 +132,13 @@ class RequestMeta(_Model):
     tier: str | None = None
     task_type: str | None = None
     depth: int = 0
+    budget_remaining_usd: Decimal | None = None
+    """Dollars the caller may still spend (the agent loop fills it on every turn from the
+    run's ``Budget`` and the agent's ``max_cost_usd``, the tighter of the two); None when
+    no spending limit is active. Routers and policies read it to pick a model that fits."""
+    budget_remaining_tokens: int | None = None
+    """Tokens the caller may still use (the run's ``Budget`` tokens and the agent's
+    ``max_total_tokens``, the tighter of the two); None when no token limit is active."""
 
 
 class ModelRequest(_Model):
@@ -152,6 +159,10 @@ class ModelRequest(_Model):
     """Whether the gateway may answer from, and store into, the response cache."""
     timeout: float | None = None
     """Seconds for one provider attempt; the model's configured timeout when None."""
+    deadline: float | None = None
+    """An overall deadline for the whole call, as a ``time.monotonic()`` value: every
+    attempt, backoff wait and fallback must end by then, else the call fails with
+    ``DeadlineExceeded``. The agent loop sets it from ``AgentLimits.timeout_s``."""
 
 
 # --------------------------------------------------------------------------- usage and cost
@@ -282,8 +293,17 @@ class Action(_Model):
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, defer_build=True)
 
-    kind: Literal["model_call", "tool_call", "run", "delegate"]
+    kind: Literal["model_call", "deployment", "tool_call", "run", "delegate"]
+    """``model_call``: a call enters the gateway (once per call, for the requested alias);
+    ``deployment``: the gateway is about to call one deployment of the chain (the routed
+    choice or a fallback), named by ``model``, its provider object in ``provider`` (None
+    for a cache hit); a denial skips that deployment."""
     request: ModelRequest | None = None
+    model: str | None = None
+    """The deployment alias about to be called (kind ``deployment``)."""
+    provider: Any = None
+    """The :class:`Provider` of that deployment (kind ``deployment``), for its
+    capabilities and token counter; None when the answer comes from the cache."""
     tool: str | None = None
     arguments: dict[str, Any] | None = None
     metadata: RequestMeta = Field(default_factory=RequestMeta)

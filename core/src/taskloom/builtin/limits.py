@@ -3,8 +3,17 @@
 Each tier may cap requests per minute (sliding window), tokens per day, concurrent runs,
 the models and tools allowed, and delegation depth. A user's tier comes from the
 request's ``metadata.tier``, else ``[plugins.limits.users]``, else ``default_tier``.
-Independently, a model call whose prompt would not fit the alias's ``context_window``
-(counted with the token counter) is denied before it reaches the provider.
+
+``allowed_models`` is enforced on the model actually called: the requested alias when the
+call enters the gateway (``model_call``; ``auto`` is left to the router), and every
+deployment of the chain, routed choice and fallbacks alike, before it is called
+(``deployment``: a refused one is skipped with the reason, the next one is tried).
+
+Independently, a deployment whose prompt would not fit its context window is refused
+before it reaches the provider. The window is the alias's ``context_window`` option when
+config sets one, else the provider's declared ``capabilities().context_window``; the
+prompt is counted with the provider's own ``count_tokens``, else tiktoken (or the
+estimate when tiktoken's encoding cannot be loaded).
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from taskloom import hookimpl
 from taskloom.config import Settings
 from taskloom.tokens import count_messages
-from taskloom.types import Action, Denial, Event
+from taskloom.types import Action, Denial, Event, Message, TextPart
 
 NAME = "limits"
 DAY = 86_400.0
@@ -41,7 +50,11 @@ class LimitsConfig(BaseModel):
     tiers: dict[str, Tier] = Field(default_factory=dict)
     users: dict[str, str] = Field(default_factory=dict, description="User id to tier name.")
     default_tier: str | None = None
-    context_check: bool = Field(True, description="Deny prompts longer than the alias's context_window.")
+    context_check: bool = Field(
+        True,
+        description="Deny prompts longer than the deployment's context window "
+        "(the alias's context_window option, else the provider's declared one).",
+    )
 
     @model_validator(mode="after")
     def _known_tiers(self) -> LimitsConfig:
@@ -84,22 +97,20 @@ class Limits:
     @hookimpl
     def taskloom_check(self, action: Action, settings: Settings) -> Denial | None:
         meta = action.metadata
-        user = meta.user or "anonymous"
-        if action.kind == "model_call" and action.request is not None and self.config.context_check:
-            denial = self._context(action, settings)
-            if denial:
-                return denial
+        kind = action.kind
+        if kind == "deployment":
+            return self._deployment(action, settings)
         found = self.tier_of(meta.user, meta.tier)
         if found is None:
             return None
         name, tier = found
-        if action.kind == "model_call" and action.request is not None:
+        user = meta.user or "anonymous"
+        if kind == "model_call" and action.request is not None:
             model = action.request.model
-            if tier.allowed_models is not None and model not in tier.allowed_models:
-                return Denial(
-                    reason=f"tier {name!r} may not use model {model!r} (allowed: {', '.join(tier.allowed_models)})",
-                    plugin=NAME,
-                )
+            if model != "auto":
+                denial = _model_denial(name, tier, model)
+                if denial:
+                    return denial
             now = self.clock()
             if tier.tokens_per_day is not None:
                 used = self._tokens_today(user, now)
@@ -119,18 +130,14 @@ class Limits:
                         plugin=NAME,
                     )
                 window.append(now)
-        elif action.kind == "tool_call" and tier.allowed_tools is not None and action.tool not in tier.allowed_tools:
+        elif kind == "tool_call" and tier.allowed_tools is not None and action.tool not in tier.allowed_tools:
             return Denial(reason=f"tier {name!r} may not use tool {action.tool!r}", plugin=NAME)
-        elif (
-            action.kind == "delegate"
-            and tier.max_delegation_depth is not None
-            and meta.depth > tier.max_delegation_depth
-        ):
+        elif kind == "delegate" and tier.max_delegation_depth is not None and meta.depth > tier.max_delegation_depth:
             return Denial(
                 reason=f"tier {name!r} allows delegation {tier.max_delegation_depth} deep; this is {meta.depth}",
                 plugin=NAME,
             )
-        elif action.kind == "run" and tier.concurrent_runs is not None:
+        elif kind == "run" and tier.concurrent_runs is not None:
             if len(self.running[user]) >= tier.concurrent_runs:
                 return Denial(
                     reason=f"tier {name!r} allows {tier.concurrent_runs} concurrent runs; {user} has {len(self.running[user])}",
@@ -138,16 +145,39 @@ class Limits:
                 )
         return None
 
-    def _context(self, action: Action, settings: Settings) -> Denial | None:
+    def _deployment(self, action: Action, settings: Settings) -> Denial | None:
+        """One deployment of the chain, about to be called: allowed models, then the
+        context window."""
+        alias = action.model or (action.request.model if action.request is not None else "")
+        found = self.tier_of(action.metadata.user, action.metadata.tier)
+        if found is not None:
+            denial = _model_denial(found[0], found[1], alias)
+            if denial:
+                return denial
+        if self.config.context_check and action.request is not None:
+            return self._context(action, alias, settings)
+        return None
+
+    def _context(self, action: Action, alias: str, settings: Settings) -> Denial | None:
         request = action.request
         assert request is not None
-        config = settings.models.get(request.model)
-        window = (config.options.get("context_window") if config else None) or None
+        config = settings.models.get(alias)
+        provider = action.provider
+        window: Any = config.options.get("context_window") if config is not None else None
+        if not window and provider is not None:
+            try:
+                window = provider.capabilities().context_window
+            except Exception:
+                window = None
         if not window:
             return None
-        tokens = count_messages(request.messages, config.model if config else request.model)
-        if tokens > int(window):
-            return Denial(reason=f"the prompt has about {tokens} tokens; {request.model} holds {window}", plugin=NAME)
+        window = int(window)
+        messages = request.messages
+        if _upper_bound(messages) <= window:
+            return None  # cannot exceed the window whatever the tokenizer: skip counting
+        tokens = _count(provider, messages, config.model if config is not None and config.model else alias)
+        if tokens > window:
+            return Denial(reason=f"the prompt has about {tokens} tokens; {alias} holds {window}", plugin=NAME)
         return None
 
     def _tokens_today(self, user: str, now: float) -> int:
@@ -168,3 +198,37 @@ class Limits:
             self.running[event.data.get("user") or "anonymous"].add(event.run_id or "")
         elif kind in ("run.finish", "run.fail", "run.interrupt"):
             self.running[event.data.get("user") or "anonymous"].discard(event.run_id or "")
+
+
+def _model_denial(name: str, tier: Tier, model: str) -> Denial | None:
+    if tier.allowed_models is not None and model not in tier.allowed_models:
+        return Denial(
+            reason=f"tier {name!r} may not use model {model!r} (allowed: {', '.join(tier.allowed_models)})",
+            plugin=NAME,
+        )
+    return None
+
+
+def _upper_bound(messages: list[Message]) -> int:
+    """More tokens than any byte-level tokenizer can make of these messages (a token is
+    at least one UTF-8 byte, a character at most four), with each message's overhead.
+    Infinite when a message holds an image, whose cost only the provider knows."""
+    total = 3
+    for m in messages:
+        if not isinstance(m.content, str) and any(not isinstance(p, TextPart) for p in m.content):
+            return 1 << 62
+        total += 8 + 4 * (len(m.text) + len(m.name or ""))
+        for call in m.tool_calls:
+            total += 8 + 4 * (len(call.name) + len(call.raw_arguments))
+    return total
+
+
+def _count(provider: Any, messages: list[Message], model: str) -> int:
+    """The provider's own count when it has a tokenizer, else tiktoken's (or the estimate)."""
+    counter = getattr(provider, "count_tokens", None)
+    if counter is not None:
+        try:
+            return int(counter(messages))
+        except Exception:
+            pass  # a provider that cannot count (NotImplementedError...) is counted for
+    return count_messages(messages, model)

@@ -23,6 +23,7 @@ import anyio.lowlevel
 from pydantic import BaseModel, ConfigDict, Field
 
 from taskloom import errors
+from taskloom.config import Secret
 from taskloom.tokens import estimate
 from taskloom.types import Capabilities, Message, ModelRequest, ModelResponse, StreamDelta, ToolCall, Usage
 
@@ -70,6 +71,8 @@ class ScriptedOptions(BaseModel):
     responses: list[str | ScriptedStep] = Field(default_factory=list)
     default: str | None = None
     context_window: int = 32_768
+    api_key: Secret | None = None
+    """Accepted and never used, so tests can exercise secret handling as with a real provider."""
 
 
 _ids = itertools.count(1)
