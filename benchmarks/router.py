@@ -12,6 +12,9 @@ What the simulation declares (these are assumptions, not measurements):
 * tiers and their real list prices (USD per 1M tokens, input/output), from the kernel's
   price table: weak = gpt-4.1-nano (0.10/0.40), base = gpt-4.1-mini (0.40/1.60),
   strong = gpt-4.1 (2.00/8.00);
+* the tier bounds a deployment of these models would declare (``max_score``): weak up to
+  4.5, base up to 7.5, strong the rest (``--even`` uses the router's default even split,
+  4 / 7 / 10, instead);
 * each task has a hidden difficulty d = the task type's base difficulty + 1 per prompt-size
   step + Gaussian noise (sd 1.2), clamped to 1-10; the router sees only the task type,
   the prompt and the request shape, never d;
@@ -26,7 +29,7 @@ What the simulation declares (these are assumptions, not measurements):
   strong tier's outcomes.
 
 Prints a table and, last, ``route_us=<N> cost_saving_pct=<N> success_vs_top_pct=<N>``.
-Run: ``python benchmarks/router.py [--tasks 1000] [--seed 7]``.
+Run: ``python benchmarks/router.py [--tasks 1000] [--seed 7] [--even] [--static]``.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from taskloom.types import RequestMeta, Usage  # noqa: E402
 
 TIERS = {"weak": "gpt-4.1-nano", "base": "gpt-4.1-mini", "strong": "gpt-4.1"}
 CAPABILITY = {"weak": (3.5, 0.20), "base": (6.5, 0.15), "strong": (9.0, 0.08)}
+MAX_SCORE = {"weak": 4.5, "base": 7.5, "strong": 10.0}
 # task type: (share of the workload, base difficulty, prompt tokens range, output tokens)
 TASKS: dict[str, tuple[float, float, tuple[int, int], int]] = {
     "classification": (0.20, 2.0, (80, 600), 10),
@@ -128,7 +132,7 @@ class SimulatedPlugin:
         register("simulated", lambda config, settings: SimulatedTier(config.alias, config.model, self.seed, self.tasks))
 
 
-def make_kernel(seed: int, tasks: dict[str, Task], router: dict[str, Any] | None = None) -> Any:
+def make_kernel(seed: int, tasks: dict[str, Task], router: dict[str, Any] | None = None, even: bool = False) -> Any:
     models = {
         tier: {"provider": "simulated", "model": model, "retry": {"attempts": 1}} for tier, model in TIERS.items()
     }
@@ -138,7 +142,9 @@ def make_kernel(seed: int, tasks: dict[str, Task], router: dict[str, Any] | None
         "plugins": {
             "router": {
                 "seed": seed,
-                "tiers": [{"name": t, "deployments": [t]} for t in TIERS],
+                "tiers": [
+                    {"name": t, "deployments": [t], **({} if even else {"max_score": MAX_SCORE[t]})} for t in TIERS
+                ],
                 "escalation": {"max_tiers": 1, "max_retries": 2},
                 **(router or {}),
             }
@@ -206,6 +212,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--static", action="store_true", help="Adaptive mode off (thresholds from the score alone).")
+    parser.add_argument("--even", action="store_true", help="Tier bounds split evenly (4/7/10), not declared.")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     tasks = [Task(i, rng) for i in range(args.tasks)]
@@ -214,7 +221,7 @@ def main() -> None:
     kernel = make_kernel(args.seed, by_id)
     route_us = route_latency(kernel)
     adaptive = {} if args.static else {"adaptive": ADAPTIVE}
-    kernel = make_kernel(args.seed, by_id, adaptive)
+    kernel = make_kernel(args.seed, by_id, adaptive, even=args.even)
     router = kernel.plugins.infos["router"].obj
 
     t0 = time.perf_counter()
@@ -229,7 +236,8 @@ def main() -> None:
     print(f"routing decision median: {route_us:.1f} us")
     print(f"always top (gpt-4.1):  success {top_ok}/{len(tasks)}  cost ${top_cost:.4f}")
     print(
-        f"router (escalation on, adaptive {'off' if args.static else 'on'}): success {auto_ok}/{len(tasks)}  cost ${auto_cost:.4f}"
+        f"router (escalation on, adaptive {'off' if args.static else 'on'}, bounds {'even' if args.even else 'declared'}):"
+        f" success {auto_ok}/{len(tasks)}  cost ${auto_cost:.4f}"
     )
     print(f"  first decisions per tier: {stats['decisions']}")
     print(f"  final answers by tier: {dict(answered)}")
