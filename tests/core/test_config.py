@@ -129,7 +129,7 @@ def test_validation_errors_never_echo_secret_values() -> None:
     for secret in ("12345678901234", "sk-abcdef", "hunter2", "abcdefghijklmnop", "s3cr3t"):
         assert secret not in message, message
     assert "[plugins.demo] key 'api_key'" in message and "hidden: the key holds a secret" in message
-    assert "[plugins.demo] key 'token'" in message and "found a str (hidden" in message
+    assert "[plugins.demo] key 'token'" in message and "found a value of type str (hidden" in message
     assert "[plugins.demo.headers] key 'Authorization'" in message
     assert "found 'many'" in message  # ordinary values are still shown
     # A table given where a value was expected is shown with its secret-looking keys redacted.

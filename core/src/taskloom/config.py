@@ -299,7 +299,7 @@ def _describe(value: Any, loc: list[str] | None = None) -> str:
     ``headers``, or a ``Secret``, is described by its type only; tables are shown with
     their secret-looking keys redacted."""
     if isinstance(value, Secret) or any(_is_secret_key(p) or p.lower() == "headers" for p in loc or []):
-        return f"a {type(value).__name__} (hidden: the key holds a secret)"
+        return f"a value of type {type(value).__name__} (hidden: the key holds a secret)"
     text = repr(_redact(value) if isinstance(value, dict | list) else value)
     return text if len(text) <= 60 else text[:57] + "..."
 

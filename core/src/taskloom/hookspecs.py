@@ -126,7 +126,10 @@ def taskloom_route(request: ModelRequest, settings: Settings) -> list[str] | Non
     aliases to try, in order (the first is the choice, the rest its fallback chain), or
     None to leave the choice to the next router. First result wins. When
     ``[taskloom] router`` names a plugin, only that plugin is asked. With no answer the
-    request's own ``model`` and its configured ``fallbacks`` are used.
+    request's own ``model`` and its configured ``fallbacks`` are used. A ``TaskloomError``
+    raised here reaches the caller as is; any other exception, or an answer that is not a
+    list of alias strings, fails the call with ``taskloom.plugins.HookFailed`` naming the
+    plugin. Policies still check each deployment of the chain (``kind="deployment"``).
     """
 
 
@@ -137,7 +140,13 @@ def taskloom_check(action: Action, settings: Settings) -> Denial | None:
     Called before every model call, tool call, delegation and workflow run. Every
     implementation runs; return None to allow or a :class:`taskloom.types.Denial` with
     the reason to deny. Any denial stops the action, and the first denial's reason is
-    what the caller sees (``PolicyDenied``).
+    what the caller sees (``PolicyDenied``); an exception denies too.
+
+    ``action.kind`` is ``model_call`` once when a call enters the gateway (the alias asked
+    for, maybe ``auto``), ``deployment`` before each deployment of the chain is called
+    (``action.model`` the alias, ``action.provider`` its provider, None for a cached
+    answer; a denial skips that deployment), or ``tool_call``, ``delegate``, ``run``.
+    Ignore kinds you do not know.
     """
 
 
@@ -147,7 +156,8 @@ def taskloom_price(alias: str, model: str, provider: str, usage: Usage, settings
 
     Called after every model call that reached a provider (cache hits cost nothing).
     Return a :class:`taskloom.types.Cost` in exact decimal USD, or None if this cost model
-    does not know the model. First result wins; with none the call is *unpriced*.
+    does not know the model. First result wins; with none the call is *unpriced*. A cost
+    model that raises makes the call unpriced (warned once, and a ``plugin.error`` event).
     """
 
 
