@@ -37,9 +37,8 @@ def explain(
     from .escalation import router_of
 
     router = router_of(get_kernel(ctx))
-    meta = RequestMeta(task_type=task_type)
-    if budget_usd is not None:
-        meta.budget_remaining_usd = budget_usd  # type: ignore[attr-defined]
+    budget = {} if budget_usd is None else {"budget_remaining_usd": str(budget_usd)}
+    meta = RequestMeta(task_type=task_type, **budget)
     request = ModelRequest(
         model="auto",
         messages=[Message.user(prompt)],

@@ -13,8 +13,10 @@ The ``past_outcomes`` factor moves a score across one tier boundary:
 * **down** when the tier below has at least ``min_samples`` outcomes in the cell and a
   success rate at or above ``target_success``.
 
-Counts are halved when a cell passes ``max_samples``, so old outcomes fade. With
-``state_path`` everything here is kept in a JSON file across processes (last writer wins).
+Counts are halved when a cell passes ``max_samples``, so old outcomes fade. Outcomes of
+other processes come from the run store (:mod:`taskloom_router.learning`); with
+``state_path`` everything here is kept in a JSON file across processes, a cache of what
+was learned (last writer wins).
 """
 
 from __future__ import annotations
