@@ -79,7 +79,7 @@ Number = Fraction | float
 def _evaluate(node: ast.expr) -> Number:
     # Fractions keep + - * / // % exact with Python's own semantics; only a fractional
     # power falls back to a float.
-    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+    if isinstance(node, ast.Constant) and isinstance(node.value, int | float) and not isinstance(node.value, bool):
         return Fraction(node.value)
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
         operand = _evaluate(node.operand)
@@ -101,14 +101,15 @@ def _evaluate(node: ast.expr) -> Number:
 
 
 def _power(base: Number, exponent: Number) -> Number:
-    if abs(exponent) > MAX_EXPONENT:
+    if abs(float(exponent)) > MAX_EXPONENT:
         raise CalculatorError(f"exponent {_format(exponent)} is too large (at most {MAX_EXPONENT})")
     if isinstance(exponent, Fraction) and exponent.denominator == 1 and isinstance(base, Fraction):
         size = max(base.numerator.bit_length(), base.denominator.bit_length()) * abs(int(exponent))
         if size > MAX_BITS:
             raise CalculatorError(f"the result would have about {size * 3 // 10} digits (at most {MAX_BITS * 3 // 10})")
-        return base ** int(exponent)
-    result = float(base) ** float(exponent)
+        power: Fraction = base ** int(exponent)
+        return power
+    result: float | complex = float(base) ** float(exponent)
     if isinstance(result, complex):
         raise CalculatorError("the result is not a real number")
     return result
