@@ -126,27 +126,38 @@ _INSERT_CALL = """INSERT INTO model_calls (run_id, task_id, agent, user, request
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
 _INSERT_TOOL_CALL = """INSERT INTO tool_calls (run_id, task_id, agent, name, arguments, duration_s, cost, error,
     time, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
-_INSERT_EVENT = "INSERT INTO events (time, kind, run_id, task_id, agent, data) VALUES (?, ?, ?, ?, ?, ?)"
+_INSERT_EVENTS = """INSERT INTO events (time, kind, run_id, task_id, agent, data)
+    SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+        json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]')
+    FROM json_each(?) ORDER BY key"""
+
+
+_EVENTS_EVERY_S = 0.05
+_EVENTS_MAX = 10_000
+"""Buffered events that make the writer thread write them at once."""
 
 
 class _EventBatch:
-    """A posted job writing the events buffered when it runs (kept if it must be retried)."""
+    """A posted job writing a batch of events (kept whole if it must be retried).
 
-    __slots__ = ("rows", "store")
+    The batch goes to SQLite as one JSON array unpacked by ``json_each`` in a single
+    statement: one serialisation call and one step, so the writer thread holds the GIL
+    (which the event loop needs) for a few microseconds per event, not one bind per row."""
 
-    def __init__(self, store: SqliteStore) -> None:
-        self.store = store
-        self.rows: list[tuple[Any, ...]] | None = None
+    __slots__ = ("events", "rows")
+
+    def __init__(self, events: list[Event]) -> None:
+        self.events: list[Event] | None = events
+        self.rows = ""
 
     def __call__(self, conn: sqlite3.Connection) -> None:
-        if self.rows is None:
+        if self.events is not None:
             # Serialised on the writer thread: an event is not changed after it is emitted.
-            self.rows = [
-                (e.time, e.kind, e.run_id, e.task_id, e.agent, to_json(e.data, fallback=str).decode())
-                for e in self.store._take_events()
-            ]
-        if self.rows:
-            conn.executemany(_INSERT_EVENT, self.rows)
+            self.rows = to_json(
+                [(e.time, e.kind, e.run_id, e.task_id, e.agent, e.data) for e in self.events], fallback=str
+            ).decode()
+            self.events = None
+        conn.execute(_INSERT_EVENTS, (self.rows,))
 
 
 def _run_row(run: RunRecord) -> tuple[Any, ...]:
@@ -185,7 +196,14 @@ class SqliteStore:
         def opener() -> sqlite3.Connection:
             return open_database(self.path, SCHEMA, key=key, busy_timeout=busy_timeout, synchronous=synchronous)
 
-        self._worker = Worker(what=WHAT, path=self.path, name="taskloom-sqlite-store", opener=opener)
+        self._worker = Worker(
+            what=WHAT,
+            path=self.path,
+            name="taskloom-sqlite-store",
+            opener=opener,
+            collect=self._collect_events,
+            collect_every=_EVENTS_EVERY_S,
+        )
         if not in_event_loop():
             error = self._worker.opened.exception()  # waits: no loop to keep responsive
             if error is not None:
@@ -306,22 +324,29 @@ class SqliteStore:
     def post_event(self, event: Event) -> None:
         """Keep an event without waiting (for the synchronous progress-sink hook).
 
-        Events are buffered and written together, in the writer thread's next transaction
-        (with the next checkpoint or ledger row when the store is busy, at once when idle):
-        one job per burst of events, not one per event."""
+        Events are buffered and written together in the writer thread's next transaction:
+        with the next checkpoint or ledger row when the store is busy, within
+        ``_EVENTS_EVERY_S`` when it is idle, and at ``flush()`` and close. Nothing is queued
+        per event."""
         with self._events_lock:
             self._events.append(event)
             n = len(self._events)
-        if n == 1:
-            if not self._worker.closed:
-                self._worker.post(_EventBatch(self))
-        elif n % 4096 == 0 and self._worker.open_error is not None:
-            self._take_events()  # the file never opened: nothing will write them
+        if n >= _EVENTS_MAX and not self._worker.closed:
+            if self._worker.open_error is not None:
+                self._take_events()  # the file never opened: nothing will write them
+            else:
+                self._worker.post(_EventBatch(self._take_events()))
 
     def _take_events(self) -> list[Event]:
         with self._events_lock:
             events, self._events = self._events, []
         return events
+
+    def _collect_events(self) -> _EventBatch | None:
+        """On the writer thread, before each transaction: the buffered events as one job."""
+        if not self._events:
+            return None
+        return _EventBatch(self._take_events())
 
     async def get_calls(self, run_id: str) -> list[CallRecord]:
         def job(conn: sqlite3.Connection) -> list[str]:

@@ -7,6 +7,10 @@ inside its own SAVEPOINT, so one failing job does not undo the others.
 Two ways in:
 
 * ``await worker.call(fn)``: wait for ``fn(conn)`` to be committed; its result or error.
+* ``Worker(collect=fn)``: before each transaction (and every ``collect_every`` seconds
+  when idle) the thread calls ``fn()``; a job it returns is added to the transaction as
+  a posted write. Buffers (events) drain this way without a queue entry, or a wake-up of
+  the thread, per item.
 * ``worker.post(fn)``: queue a write and return at once (ledger rows, events). Posted
   writes keep their order with awaited ones, so an awaited job also makes every write
   posted before it durable. A posted write that fails for a passing reason (database
@@ -87,6 +91,8 @@ class Worker:
         path: Path,
         name: str = "taskloom-sqlite",
         opener: Callable[[], sqlite3.Connection] | None = None,
+        collect: Callable[[], Callable[[sqlite3.Connection], Any] | None] | None = None,
+        collect_every: float = 0.05,
     ) -> None:
         if (conn is None) == (opener is None):
             raise TypeError("give a connection or an opener")
@@ -94,6 +100,8 @@ class Worker:
         self.what = what
         self.path = path
         self._opener = opener
+        self._collect = collect
+        self._collect_every = collect_every
         self.opened: concurrent.futures.Future[None] = concurrent.futures.Future()
         if conn is not None:
             self.opened.set_result(None)
@@ -191,8 +199,15 @@ class Worker:
             return
         get = self._queue.get
         get_nowait = self._queue.get_nowait
+        collect = self._collect
         while True:
-            batch = [get()]
+            if collect is None:
+                batch = [get()]
+            else:
+                try:
+                    batch = [get(timeout=self._collect_every)]
+                except queue.Empty:
+                    batch = []
             while len(batch) < _MAX_BATCH:
                 try:
                     batch.append(get_nowait())
@@ -202,6 +217,13 @@ class Worker:
             if _STOP in batch:
                 stop = True
                 batch = [j for j in batch if j is not _STOP]
+            if collect is not None:
+                # Buffered writes ride along with this transaction (or, when idle, get their own).
+                extra = collect()
+                if extra is not None:
+                    batch.append(_Job(extra, None, True))
+                if not batch and not stop:
+                    continue
             try:
                 self._run(batch)
             except BaseException as exc:  # never let the thread die with jobs waiting
