@@ -11,7 +11,7 @@ import taskloom_mcp
 from taskloom.kernel import load_kernel
 from taskloom.types import ToolCall
 
-from .conftest import LAB, lab_server, time_server
+from .conftest import lab_server, time_server
 
 pytestmark = pytest.mark.anyio
 
@@ -145,7 +145,3 @@ def test_no_servers_configured_costs_nothing() -> None:
     kernel = load_kernel({"taskloom": {"plugins": ["mcp"]}})
     assert taskloom_mcp.bridge_of(kernel) is None
     assert not [t for t in kernel.tools if t.plugin == "mcp"]
-
-
-def test_lab_server_script_exists() -> None:
-    assert LAB.is_file()

@@ -6,7 +6,11 @@ every time the server is connected) when there is one, so the server itself star
 first call. With no cache (first run, changed command/args/url, ``cache_tools = false``)
 the server is started at assembly to list its tools, and its session is kept for the
 calls that follow. A server that fails to start is reported by ``taskloom mcp list`` and
-in the log; its tools are missing and the other servers are unaffected.
+in the log, and the other servers are unaffected. Its allowlisted tools (``tools = [...]``)
+are registered all the same, with an open schema until the server lists them, so a call
+starts the server again; with no allowlist its tools appear once a listing succeeds
+(:meth:`McpBridge.status` with ``connect``, as ``taskloom mcp list`` does, which also
+writes the listing cache for the next kernel).
 """
 
 from __future__ import annotations
@@ -74,6 +78,16 @@ class BridgedTool:
         return tool
 
 
+def _placeholder(server: str, tool: str) -> ToolInfo:
+    """An allowlisted tool of a server that could not be started: any arguments, checked by
+    the server once it runs (its listing then replaces this)."""
+    return ToolInfo(
+        tool,
+        f"Tool {tool!r} of MCP server {server!r} (not listed yet: the server failed to start; a call tries again).",
+        {"type": "object", "additionalProperties": True},
+    )
+
+
 def _spec(name: str, info: ToolInfo) -> Any:
     from taskloom.types import ToolSpec
 
@@ -114,8 +128,10 @@ class McpBridge:
             listing = self._read_cache(name, conn.config) if self.config.cache_tools else None
             if listing is None:
                 listing = self.start_and_list(name)
-                if listing is None:
-                    continue  # start failed: reported by `taskloom mcp list` and the log
+                if listing is None:  # start failed: reported by `taskloom mcp list` and the log
+                    if conn.config.tools:
+                        self._apply_listing(name, [_placeholder(name, t) for t in conn.config.tools], listed=False)
+                    continue
             self._apply_listing(name, listing)
 
     def start_and_list(self, name: str) -> list[ToolInfo] | None:
@@ -139,12 +155,14 @@ class McpBridge:
         if self._register is not None:
             self._apply_listing(conn.name, listing)
 
-    def _apply_listing(self, server: str, listing: list[ToolInfo]) -> None:
+    def _apply_listing(self, server: str, listing: list[ToolInfo], *, listed: bool = True) -> None:
+        """Register (or update) the server's tools; ``listed`` is False for placeholders of
+        allowlisted tools of a server that could not be listed."""
         allow = self.connections[server].config.tools
         offered = {info.name: info for info in listing}
         wanted = [n for n in offered if allow is None or n in allow]
         with self._lock:
-            self.missing[server] = [n for n in (allow or []) if n not in offered]
+            self.missing[server] = [n for n in (allow or []) if n not in offered] if listed else []
             for tool_name in wanted:
                 info = offered[tool_name]
                 name = taskloom_name(server, tool_name)

@@ -108,6 +108,7 @@ class ServerConnection:
         self.error: str | None = None
         self.tools: list[mcp_types.Tool] | None = None
         self.restarts = 0
+        self.delays: list[float] = []  # the restart delays waited so far (seconds)
         self.server_info: str | None = None
         self._session: ClientSession | None = None
         self._ready: asyncio.Future[ClientSession] | None = None
@@ -237,25 +238,33 @@ class ServerConnection:
                 self.status = "closed"
                 self._fail_ready(McpError(f"{self.where} is shut down"))
                 return
+            # After a crash the server is started again up to max_restarts times in a row,
+            # waiting backoff, 2 x backoff, 4 x backoff... (at most backoff_max) before each.
             if was_ready:
                 ever_ready = True
                 failures = 0
                 self.restarts += 1
+                if self.config.max_restarts == 0:
+                    self.error = f"{self.where} exited or closed the connection; it is not restarted (max_restarts = 0)"
+                    self.status = "failed"
+                    self._fail_ready(McpStartError(self.error))
+                    return
                 self.error = "the server exited or closed the connection; restarting"
                 log.warning("%s exited or closed the connection; restarting it", self.where)
             else:
                 failures += 1
                 self.error = error
-                if not ever_ready or failures > self.config.max_restarts:
+                if not ever_ready or failures >= self.config.max_restarts:
                     if ever_ready:
-                        self.error = f"{error} (gave up after {failures - 1} restarts)"
+                        self.error = f"{error} (gave up after {failures} failed restart{'s' if failures != 1 else ''})"
                     self.status = "failed"
                     self._fail_ready(McpStartError(self.error or f"{self.where} failed to start"))
                     return
             self.status = "restarting"
             if self._ready is None or self._ready.done():
                 self._new_ready()
-            delay = min(self.config.backoff * 2 ** max(failures - 1, 0), self.config.backoff_max)
+            delay = min(self.config.backoff * 2**failures, self.config.backoff_max)
+            self.delays.append(delay)
             await asyncio.sleep(delay)
 
     def _fail_ready(self, exc: BaseException) -> None:
