@@ -161,10 +161,6 @@ def test_a_toml_workflow_of_auto_agents_runs_through_the_router(tmp_path: Path) 
 # ---------------------------------------------------------------------------- budget
 
 # The agent loop fills RequestMeta.budget_remaining_usd from the run's Budget on every turn.
-pytest_budget = pytest.mark.skipif(
-    "budget_remaining_usd" not in RequestMeta.model_fields,
-    reason="needs the kernel's RequestMeta.budget_remaining_usd, filled by the agent loop",
-)
 
 LONG = "word " * 600  # about 760 prompt tokens: +0.5 for size, so multi_step_reasoning scores 8.5 (strong)
 
@@ -174,7 +170,6 @@ def echo_models() -> dict[str, dict[str, Any]]:
     return {alias: {**m, "default": "{prompt}"} for alias, m in MODELS.items()}
 
 
-@pytest_budget
 async def test_a_workflow_budget_steps_down_when_tight(recorder: Recorder) -> None:
     kernel = make(config(models=echo_models()), recorder)
     # big: ~$0.0031 estimated a call (760 prompt + 200 output tokens), ~$0.0076 spent (the echo)
@@ -198,7 +193,6 @@ async def test_a_workflow_budget_steps_down_when_tight(recorder: Recorder) -> No
     assert result.cost.total < Decimal("0.016")
 
 
-@pytest_budget
 async def test_a_call_that_would_break_the_workflow_budget_is_denied(recorder: Recorder) -> None:
     kernel = make(config(), recorder)
     spec = (
@@ -386,3 +380,17 @@ async def test_store_learning_skips_runs_seen_through_events_and_caches_in_state
     again = router_of(make(config({"state_path": str(state)})))  # the cache says both runs are counted
     assert again.learned_runs.keys() == {"seen", "elsewhere"}
     assert again.outcomes.rate("classification", "tiny", "weak")[1:] == (0, 2)
+
+
+async def test_failed_calls_in_the_ledger_count_as_failures_of_their_tier() -> None:
+    kernel = make(config({"escalation": {"max_tiers": 0}}))  # no fallback: the failure ends the attempt
+    kernel.provider("nano").add_error("auth", message="nano key revoked")
+    kernel.provider("mini").add_text('{"label": "bug"}')
+    result = await run_workflow(kernel, labelling(retries=1).build(), run_id="failing")
+    assert result.status == "succeeded" and result.tasks["label"].attempts == 2
+    calls = await kernel.store.get_calls("failing")
+    assert [(c.alias, c.error is not None) for c in calls] == [("nano", True), ("mini", False)]
+    fresh = router_of(make(config()))
+    assert await fresh.learn_from_store(kernel.store) == (1, 2)
+    assert fresh.outcomes.rate("classification", "tiny", "weak")[1:] == (0, 1)  # the failed call
+    assert fresh.outcomes.rate("classification", "tiny", "base")[1:] == (1, 1)

@@ -7,7 +7,8 @@ what adaptive mode needs, only spread over three records:
 * its tasks (``get_tasks``): the final ``state`` and, when failed, the ``error`` whose
   prefix is the agent's stop reason (``invalid_output: ...``);
 * its model calls (``get_calls``): per call the ``alias`` (hence the tier), the task,
-  the agent and ``usage.input_tokens`` (hence the prompt-size bucket).
+  the agent, ``usage.input_tokens`` (hence the prompt-size bucket) and, for a call that
+  failed after every retry and fallback, its ``error``.
 
 From the finished runs, for each task and each ``model = "auto"`` agent, every recorded call
 is one outcome in the cell (task type, size bucket of its input tokens, tier of its
@@ -18,10 +19,15 @@ alias). It is a success, except:
 * when the task failed for a reason a stronger model could help with (an error, invalid
   output; not a limit, a timeout, the budget or a denial), its last call is a failure.
 
-These are the rules the router applies to the events it sees itself. Failed provider
-calls are not in the ledger (the gateway records answered calls), so they are missing
-here, and the size bucket comes from the provider's input tokens instead of the router's
-estimate of the prompt. Running runs are left for later.
+A call that failed (its ``error`` is set; request faults such as ``BadRequest`` aside) is
+a failure, in the size bucket of the nearest answered call of that task and agent (it
+reported no tokens), and is left out when there is none.
+
+These are the rules the router applies to the events it sees itself. The ledger keeps a
+failed call once, on the last deployment tried, so a deployment that failed inside a
+chain that then succeeded is missing here; and the size bucket comes from the provider's
+input tokens instead of the router's estimate of the prompt. Running runs are left for
+later.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .health import DeploymentState
+from .health import DeploymentState, is_request_fault
 from .outcomes import escalates, retry_reason
 from .scoring import size_points
 
@@ -59,7 +65,9 @@ async def outcomes_from_store(
             tasks = {t.task_id: t for t in await store.get_tasks(run.id) if t.compensation_of is None}
             by_task: dict[tuple[str, str], list[Any]] = {}
             for call in await store.get_calls(run.id):
-                if call.cached or call.error or call.agent not in auto or call.alias not in deployments:
+                if call.cached or call.agent not in auto or call.alias not in deployments:
+                    continue
+                if call.error and is_request_fault(call.error):
                     continue
                 by_task.setdefault((str(call.task_id), call.agent), []).append(call)
             for (task_id, _agent), calls in by_task.items():
@@ -75,9 +83,19 @@ def _task_outcomes(
 ) -> Iterable[Outcome]:
     calls = sorted(calls, key=lambda c: c.time)
     levels = [deployments[c.alias].tier for c in calls]
+    buckets: list[str | None] = [None if c.error else size_points(c.usage.input_tokens)[1] for c in calls]
     for i, call in enumerate(calls):
+        bucket = buckets[i] or _nearest(buckets, i)
+        if bucket is None:
+            continue
         left_for_higher = i + 1 < len(calls) and levels[i + 1] > levels[i]
         last = i + 1 == len(calls)
-        ok = not left_for_higher and not (last and failed)
-        _, bucket = size_points(call.usage.input_tokens)
+        ok = not call.error and not left_for_higher and not (last and failed)
         yield auto[call.agent], bucket, tiers[levels[i]], ok
+
+
+def _nearest(buckets: list[str | None], i: int) -> str | None:
+    for j in [*range(i - 1, -1, -1), *range(i + 1, len(buckets))]:
+        if buckets[j] is not None:
+            return buckets[j]
+    return None
