@@ -65,3 +65,39 @@ async def test_suite_catches_a_dangling_request() -> None:
     provider = Leaky("leaky").add_text(LONG).add_text("ok")
     with pytest.raises(AssertionError, match="left a request in flight"):
         await ProviderConformance().test_cancellation_mid_stream(provider)
+
+
+@pytest.mark.anyio
+async def test_suite_catches_a_counter_that_never_counts() -> None:
+    class Stuck(ScriptedProvider):
+        async def stream(self, request: Any) -> Any:
+            async for delta in super().stream(request):
+                self.in_flight = 0  # claims nothing is open while a stream is
+                yield delta
+
+    provider = Stuck("stuck").add_text(LONG).add_text("ok")
+    with pytest.raises(AssertionError, match="did not count the open stream"):
+        await ProviderConformance().test_cancellation_mid_stream(provider)
+
+
+@pytest.mark.anyio
+async def test_suite_requires_an_in_flight_counter_unless_opted_out() -> None:
+    class Uncounted:
+        """A provider with no ``in_flight``: it forwards to a scripted one."""
+
+        def __init__(self) -> None:
+            self.inner = ScriptedProvider("u").add_text(LONG).add_text("ok")
+
+        def stream(self, request: Any) -> Any:
+            return self.inner.stream(request)
+
+        async def complete(self, request: Any) -> Any:
+            return await self.inner.complete(request)
+
+    with pytest.raises(pytest.fail.Exception, match="no integer `in_flight` counter"):
+        await ProviderConformance().test_cancellation_mid_stream(Uncounted())
+
+    class OptedOut(ProviderConformance):
+        tracks_in_flight = False
+
+    await OptedOut().test_cancellation_mid_stream(Uncounted())
