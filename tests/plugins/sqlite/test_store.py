@@ -391,7 +391,7 @@ async def test_record_events_false_keeps_none(config: dict[str, Any]) -> None:
 
 
 @pytest.mark.anyio
-async def test_events_are_batched_and_committed_with_the_next_checkpoint(tmp_path: Path) -> None:
+async def test_events_are_written_in_batches_in_order(tmp_path: Path) -> None:
     from taskloom.types import Event
 
     store = SqliteStore(tmp_path / "runs.sqlite")
@@ -409,12 +409,14 @@ async def test_events_are_batched_and_committed_with_the_next_checkpoint(tmp_pat
         for i in range(2000):
             store.post_event(Event(kind="task.progress", run_id="run-1", task_id=f"t{i}", data={"i": i}))
         await store.save_task(TaskRecord(run_id="run-1", task_id="t", state="succeeded"))
-        # Committed with the checkpoint: another connection sees them, in order.
+        # 2,000 events fill several batches: committed by the next checkpoint, in order.
         with sqlite3.connect(store.path) as conn:
             rows = conn.execute("SELECT task_id, data FROM events WHERE run_id = 'run-1' ORDER BY id").fetchall()
         assert [r[0] for r in rows] == [f"t{i}" for i in range(2000)]
         assert json.loads(rows[-1][1]) == {"i": 1999}
         assert posts <= 20, f"{posts} writer jobs for 2,000 events: they should be batched"
+        store.post_event(Event(kind="late", run_id="run-1"))
+        assert [e.kind for e in await store.get_events("run-1")][-1] == "late", "reads see buffered events"
     finally:
         await store.aclose()
 

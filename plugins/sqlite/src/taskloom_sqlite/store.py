@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,8 @@ _INSERT_EVENTS = """INSERT INTO events (time, kind, run_id, task_id, agent, data
 
 
 _EVENTS_EVERY_S = 0.05
+"""Longest an event waits in the buffer while the writer thread is awake."""
+_EVENTS_BATCH = 500
 _EVENTS_MAX = 10_000
 """Buffered events that make the writer thread write them at once."""
 
@@ -192,6 +195,9 @@ class SqliteStore:
         self.path = check_path(Path(path), what=WHAT, key=key, create_dir=create_dir).absolute()
         self._events: list[Event] = []
         self._events_lock = threading.Lock()
+        self._events_since = 0.0
+        self._events_wanted = False
+        """A reader or flush() wants the buffered events written now."""
 
         def opener() -> sqlite3.Connection:
             return open_database(self.path, SCHEMA, key=key, busy_timeout=busy_timeout, synchronous=synchronous)
@@ -324,14 +330,17 @@ class SqliteStore:
     def post_event(self, event: Event) -> None:
         """Keep an event without waiting (for the synchronous progress-sink hook).
 
-        Events are buffered and written together in the writer thread's next transaction:
-        with the next checkpoint or ledger row when the store is busy, within
-        ``_EVENTS_EVERY_S`` when it is idle, and at ``flush()`` and close. Nothing is queued
-        per event."""
+        Events are buffered and written together by the writer thread, a few hundred at a
+        time: once ``_EVENTS_BATCH`` have gathered or the oldest is ``_EVENTS_EVERY_S`` old
+        (checked before each of its transactions and every ``_EVENTS_EVERY_S`` when idle,
+        so within about 0.1 s), and at ``flush()``, ``get_events()`` and close. Nothing
+        is queued per event."""
         with self._events_lock:
             self._events.append(event)
             n = len(self._events)
-        if n >= _EVENTS_MAX and not self._worker.closed:
+        if n == 1:
+            self._events_since = time.monotonic()
+        elif n >= _EVENTS_MAX and not self._worker.closed:
             if self._worker.open_error is not None:
                 self._take_events()  # the file never opened: nothing will write them
             else:
@@ -343,9 +352,23 @@ class SqliteStore:
         return events
 
     def _collect_events(self) -> _EventBatch | None:
-        """On the writer thread, before each transaction: the buffered events as one job."""
-        if not self._events:
+        """On the writer thread, before each batch: the buffered events as one job, when
+        enough have gathered, the oldest is ``_EVENTS_EVERY_S`` old, or someone waits.
+
+        Taking them with every transaction would add a statement (and GIL hand-offs, which
+        cost most when the loop is busy) to each checkpoint; this way a busy run writes
+        events a few hundred at a time."""
+        n = len(self._events)
+        if not n:
             return None
+        if not (
+            self._events_wanted
+            or n >= _EVENTS_BATCH
+            or time.monotonic() - self._events_since >= _EVENTS_EVERY_S
+            or self._worker.closed
+        ):
+            return None
+        self._events_wanted = False
         return _EventBatch(self._take_events())
 
     async def get_calls(self, run_id: str) -> list[CallRecord]:
@@ -365,6 +388,7 @@ class SqliteStore:
             sql = "SELECT time, kind, run_id, task_id, agent, data FROM events WHERE run_id = ? ORDER BY id"
             return list(conn.execute(sql, (run_id,)))
 
+        self._events_wanted = True
         rows = await self._worker.call(job, write=False)
         return [Event(time=t, kind=k, run_id=r, task_id=ti, agent=a, data=json.loads(d)) for t, k, r, ti, a, d in rows]
 
@@ -372,6 +396,7 @@ class SqliteStore:
 
     async def flush(self) -> None:
         """Wait until every queued ledger row and event is committed."""
+        self._events_wanted = True
         await self._worker.call(lambda conn: None)
 
     @property

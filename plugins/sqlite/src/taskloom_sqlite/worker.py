@@ -7,9 +7,9 @@ inside its own SAVEPOINT, so one failing job does not undo the others.
 Two ways in:
 
 * ``await worker.call(fn)``: wait for ``fn(conn)`` to be committed; its result or error.
-* ``Worker(collect=fn)``: before each transaction (and every ``collect_every`` seconds
-  when idle) the thread calls ``fn()``; a job it returns is added to the transaction as
-  a posted write. Buffers (events) drain this way without a queue entry, or a wake-up of
+* ``Worker(collect=fn)``: before each batch (and every ``collect_every`` seconds when
+  idle) the thread calls ``fn()``; a job it returns runs first in the batch, as a posted
+  write. Buffers (events) drain this way without a queue entry, or a wake-up of
   the thread, per item.
 * ``worker.post(fn)``: queue a write and return at once (ledger rows, events). Posted
   writes keep their order with awaited ones, so an awaited job also makes every write
@@ -218,10 +218,11 @@ class Worker:
                 stop = True
                 batch = [j for j in batch if j is not _STOP]
             if collect is not None:
-                # Buffered writes ride along with this transaction (or, when idle, get their own).
+                # Buffered writes ride along with this transaction (or, when idle, get their
+                # own), first, so that reads in the batch see them.
                 extra = collect()
                 if extra is not None:
-                    batch.append(_Job(extra, None, True))
+                    batch.insert(0, _Job(extra, None, True))
                 if not batch and not stop:
                     continue
             try:
