@@ -483,3 +483,73 @@ async def test_unknown_provider_in_config_is_a_clear_error() -> None:
     kernel = make_kernel({"fake": {"provider": "openaii"}})
     with pytest.raises(ConfigError, match=r"\[models.fake\] provider: no provider named 'openaii'"):
         await kernel.gateway.complete(req())
+
+
+# ---------------------------------------------------------------- hot-path helpers
+
+
+async def test_within_bounds_a_call_only_where_it_waits() -> None:
+    import asyncio
+
+    from taskloom.resilience import within
+
+    async def at_once() -> str:
+        return "now"
+
+    async def waits(seconds: float) -> str:
+        await asyncio.sleep(seconds)
+        return "later"
+
+    async def fails_after_waiting() -> None:
+        await asyncio.sleep(0)
+        raise ValueError("broken")
+
+    assert await within(1.0, at_once()) == "now"
+    assert await within(1.0, waits(0.001)) == "later"
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        await within(0.05, waits(30))
+    assert time.monotonic() - started < 5
+    with pytest.raises(ValueError, match="broken"):
+        await within(1.0, fails_after_waiting())
+
+    # the time spent before the call first waits counts against the timeout
+    async def busy_then_waits() -> str:
+        time.sleep(0.06)
+        await asyncio.sleep(0.5)
+        return "late"
+
+    with pytest.raises(TimeoutError):
+        await within(0.05, busy_then_waits())
+
+    # a cancellation from outside stays a cancellation, not a timeout
+    task = asyncio.ensure_future(within(30, waits(30)))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+def test_build_equals_the_validated_model() -> None:
+    from taskloom.records import CallRecord
+    from taskloom.types import Action, Cost, Event, ModelResponse, RequestMeta, Usage, build
+
+    meta = RequestMeta(run_id="r")
+    request = req()
+    assert build(Action, kind="model_call", request=request, metadata=meta) == Action(
+        kind="model_call", request=request, metadata=meta
+    )
+    built = build(CallRecord, request_hash="h", alias="a", model="m", provider="p", usage=Usage(input_tokens=3))
+    assert built == CallRecord(request_hash="h", alias="a", model="m", provider="p", usage=Usage(input_tokens=3))
+    assert built.model_dump_json() == CallRecord.model_validate_json(built.model_dump_json()).model_dump_json()
+    assert built.model_fields_set == {"request_hash", "alias", "model", "provider", "usage"}
+    # defaults made by a factory are fresh per instance
+    one, two = build(Event, kind="x"), build(Event, kind="x")
+    one.data["k"] = 1
+    assert two.data == {}
+    assert build(ModelResponse, message=Message.assistant("hi")).cost is None
+    assert Cost(total=Decimal("0.1")) + Cost(total=Decimal("0.2")) == Cost(total=Decimal("0.3"))
+    with pytest.raises(TypeError, match="no field named colour"):
+        build(Usage, colour="red")
+    with pytest.raises(TypeError, match="required field 'request_hash' is missing"):
+        build(CallRecord, alias="a", model="m", provider="p")

@@ -38,7 +38,7 @@ from .errors import (
     ProviderTimeout,
 )
 from .records import CallRecord
-from .resilience import CircuitBreaker, DeadlineExceeded
+from .resilience import CircuitBreaker, DeadlineExceeded, within
 from .timeouts import deadline
 from .types import (
     Action,
@@ -51,6 +51,7 @@ from .types import (
     StreamDelta,
     ToolCall,
     Usage,
+    build,
 )
 
 if TYPE_CHECKING:
@@ -108,7 +109,8 @@ class Gateway:
         kernel = self.kernel
         if not request.model:
             request.model = self.settings.taskloom.default_model
-        kernel.check(Action(kind="model_call", request=request, metadata=request.metadata))
+        if kernel.has_policies:
+            kernel.check(build(Action, kind="model_call", request=request, metadata=request.metadata))
         chain = kernel.route(request)
         if chain:
             if kernel.has_sinks:
@@ -154,7 +156,7 @@ class Gateway:
                 return None
         response.cached = True
         response.attempts = 0
-        response.cost = Cost(source="cache")
+        response.cost = build(Cost, source="cache")
         return response
 
     async def _cache_put(self, key: str | None, response: ModelResponse) -> None:
@@ -180,8 +182,7 @@ class Gateway:
                 attempt += 1
                 timeout, by_deadline = self._attempt_timeout(request, config, alias, failures, breaker)
                 try:
-                    async with deadline(timeout):
-                        response = await provider.complete(request)
+                    response = await within(timeout, provider.complete(request))
                     if not isinstance(response, ModelResponse):
                         raise BadRequest(
                             f"provider {provider.name} returned {type(response).__name__}, not a ModelResponse"
@@ -232,7 +233,7 @@ class Gateway:
 
     def _check_deployment(self, request: ModelRequest, alias: str, provider: Provider | None) -> None:
         self.kernel.check(
-            Action(kind="deployment", request=request, model=alias, provider=provider, metadata=request.metadata)
+            build(Action, kind="deployment", request=request, model=alias, provider=provider, metadata=request.metadata)
         )
 
     def _attempt_timeout(
@@ -344,13 +345,15 @@ class Gateway:
                 f"unpriced:{response.alias}",
                 f"no cost model knows the price of {response.alias} ({response.model}); its calls are reported as unpriced",
             )
+        now = time.time()
         await self._ledger(
-            CallRecord(
+            build(
+                CallRecord,
                 run_id=meta.run_id,
                 task_id=meta.task_id,
                 agent=meta.agent,
                 user=meta.user,
-                request_hash=key.split(":", 1)[1] if key else "",
+                request_hash=key.partition(":")[2] if key else "",
                 alias=response.alias,
                 model=response.model,
                 provider=response.provider,
@@ -359,7 +362,7 @@ class Gateway:
                 latency_s=response.latency_s,
                 cached=response.cached,
                 error=None,
-                time=time.time(),
+                time=now,
             )
         )
         if kernel.has_sinks:
@@ -379,6 +382,7 @@ class Gateway:
                         "attempts": response.attempts,
                         "finish_reason": response.finish_reason,
                     },
+                    now,
                 )
             )
 
@@ -430,9 +434,17 @@ class Gateway:
             )
 
     @staticmethod
-    def _event(kind: str, request: ModelRequest, data: dict[str, Any]) -> Event:
+    def _event(kind: str, request: ModelRequest, data: dict[str, Any], now: float | None = None) -> Event:
         meta = request.metadata
-        return Event(kind=kind, time=time.time(), run_id=meta.run_id, task_id=meta.task_id, agent=meta.agent, data=data)
+        return build(
+            Event,
+            kind=kind,
+            time=time.time() if now is None else now,
+            run_id=meta.run_id,
+            task_id=meta.task_id,
+            agent=meta.agent,
+            data=data,
+        )
 
 
 class StreamAssembler:

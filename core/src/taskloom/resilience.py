@@ -8,14 +8,20 @@ provider, lives here with the deadline logic).
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
+import types
+from collections.abc import Awaitable, Coroutine, Generator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
 from .errors import ProviderError, ProviderTimeout
+from .timeouts import deadline
+
+T = TypeVar("T")
 
 State = Literal["closed", "open", "half-open"]
 
@@ -116,3 +122,61 @@ class CircuitBreaker:
         if self.opened_at is None:
             return 0.0
         return max(0.0, self.cooldown - (self._now() - self.opened_at))
+
+
+def within(seconds: float, call: Coroutine[Any, Any, T]) -> Awaitable[T]:
+    """``await within(seconds, call)``: await ``call``, raising ``TimeoutError`` if it has
+    not finished ``seconds`` from now.
+
+    The same as ``async with deadline(seconds): await call``, but on asyncio the timer is
+    armed only once the call first suspends: a call that answers without waiting (an
+    in-process answer, a fast tool) pays nothing for the timeout, and one that waits is
+    bounded from the moment ``within`` was called. A timeout can only interrupt a call
+    where it waits, so nothing else changes for the caller.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # not asyncio (trio): anyio's scope
+        return _scoped(seconds, call)
+    if type(call) is not types.CoroutineType:  # another kind of awaitable
+        return _scoped(seconds, call)
+    return _lazily_bounded(call, loop.time() + seconds)
+
+
+async def _scoped(seconds: float, call: Awaitable[T]) -> T:
+    async with deadline(seconds):
+        return await call
+
+
+@types.coroutine
+def _lazily_bounded(call: Coroutine[Any, Any, T], when: float) -> Generator[Any, Any, T]:
+    # Step the coroutine as ``await`` would; if it finishes at once, no timer is needed.
+    try:
+        pending = call.send(None)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+    # It waits: run the rest inside asyncio's timeout scope, passing every send and
+    # throw on to the coroutine as ``yield from`` does.
+    scope = asyncio.timeout_at(when)
+    yield from scope.__aenter__().__await__()
+    try:
+        while True:
+            try:
+                sent = yield pending
+            except GeneratorExit:
+                raise
+            except BaseException as exc:
+                pending = call.throw(exc)
+            else:
+                pending = call.send(sent)
+    except StopIteration as stop:
+        yield from scope.__aexit__(None, None, None).__await__()
+        return stop.value  # type: ignore[no-any-return]
+    except GeneratorExit:  # the awaiting coroutine is being closed: close ours too
+        scope.reschedule(None)
+        call.close()
+        raise
+    except BaseException as exc:
+        # On expiry asyncio cancelled the task: this turns that into ``TimeoutError``.
+        yield from scope.__aexit__(type(exc), exc, exc.__traceback__).__await__()
+        raise

@@ -8,13 +8,16 @@ JSON for the cache and the run store, and crosses process boundaries (executors)
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import PydanticUndefined
 
 Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error"]
@@ -22,6 +25,72 @@ FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error"
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", defer_build=True)
+
+
+M = TypeVar("M", bound=BaseModel)
+_FACTORY = object()
+_BLUEPRINTS: dict[type[BaseModel], tuple[dict[str, Any], tuple[tuple[str, Callable[[], Any]], ...], bool]] = {}
+_set = object.__setattr__
+
+
+def _blueprint(cls: type[BaseModel]) -> tuple[dict[str, Any], tuple[tuple[str, Callable[[], Any]], ...], bool]:
+    """Every field of ``cls`` in order with its default (a marker for fields made by a
+    factory, listed apart), and whether the model keeps extra keys."""
+    defaults: dict[str, Any] = {}
+    factories: list[tuple[str, Callable[[], Any]]] = []
+    for name, info in cls.model_fields.items():
+        if info.default_factory is not None:
+            defaults[name] = _FACTORY
+            factories.append((name, info.default_factory))  # type: ignore[arg-type]
+        elif info.default is PydanticUndefined:
+            defaults[name] = _FACTORY
+            factories.append((name, _required(cls, name)))
+        else:
+            default = info.default
+            try:
+                hash(default)
+            except TypeError:  # a mutable default is copied per instance, as pydantic does
+                defaults[name] = _FACTORY
+                factories.append((name, functools.partial(copy.deepcopy, default)))
+            else:
+                defaults[name] = default
+    blueprint = (defaults, tuple(factories), cls.model_config.get("extra") == "allow")
+    _BLUEPRINTS[cls] = blueprint
+    return blueprint
+
+
+def _required(cls: type[BaseModel], name: str) -> Callable[[], Any]:
+    def missing() -> Any:
+        raise TypeError(f"build({cls.__name__}): the required field {name!r} is missing")
+
+    return missing
+
+
+def build(cls: type[M], /, **values: Any) -> M:
+    """An instance of ``cls`` from values the kernel made itself, without validation.
+
+    For the hot path only (a model call builds a dozen of these): every value must
+    already have its field's type, as when it comes from another validated object or
+    from the kernel's own arithmetic. Anything that comes from a user, a plugin or the
+    network goes through the normal constructor. Missing fields take their defaults
+    (factories run per instance). pydantic's own ``model_construct`` does the same job
+    but costs more than validating these small models, hence this.
+    """
+    blueprint = _BLUEPRINTS.get(cls) or _blueprint(cls)
+    defaults, factories, extra = blueprint
+    data = {**defaults, **values}
+    if len(data) != len(defaults):
+        unknown = ", ".join(sorted(set(values) - set(defaults)))
+        raise TypeError(f"build({cls.__name__}): no field named {unknown}")
+    for name, factory in factories:
+        if data[name] is _FACTORY:
+            data[name] = factory()
+    obj = cls.__new__(cls)
+    _set(obj, "__dict__", data)
+    _set(obj, "__pydantic_fields_set__", set(values))
+    _set(obj, "__pydantic_extra__", {} if extra else None)
+    _set(obj, "__pydantic_private__", None)
+    return obj
 
 
 # --------------------------------------------------------------------------- messages
@@ -179,7 +248,8 @@ class Usage(_Model):
         return self.input_tokens + self.output_tokens
 
     def __add__(self, other: Usage) -> Usage:
-        return Usage(
+        return build(
+            Usage,
             input_tokens=self.input_tokens + other.input_tokens,
             output_tokens=self.output_tokens + other.output_tokens,
             cached_input_tokens=self.cached_input_tokens + other.cached_input_tokens,
@@ -205,10 +275,11 @@ class Cost(_Model):
 
     @classmethod
     def unpriced(cls) -> Cost:
-        return cls(priced=False)
+        return build(cls, priced=False)
 
     def __add__(self, other: Cost) -> Cost:
-        return Cost(
+        return build(
+            Cost,
             total=self.total + other.total,
             input=self.input + other.input,
             output=self.output + other.output,

@@ -163,7 +163,8 @@ class Limits:
         assert request is not None
         config = settings.models.get(alias)
         provider = action.provider
-        window: Any = config.options.get("context_window") if config is not None else None
+        extra = config.model_extra if config is not None else None  # (``options`` makes a copy)
+        window: Any = extra.get("context_window") if extra else None
         if not window and provider is not None:
             try:
                 window = provider.capabilities().context_window

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from taskloom import errors
 from taskloom.config import Secret
 from taskloom.tokens import estimate
-from taskloom.types import Capabilities, Message, ModelRequest, ModelResponse, StreamDelta, ToolCall, Usage
+from taskloom.types import Capabilities, Message, ModelRequest, ModelResponse, StreamDelta, ToolCall, Usage, build
 
 ERRORS: dict[str, Callable[[str], Exception]] = {
     "rate_limit": lambda m: errors.RateLimitError(m, status=429),
@@ -97,6 +97,7 @@ class ScriptedProvider:
         self.requests: list[ModelRequest] = []
         self.closed = False
         self.in_flight = 0
+        self._capabilities: Capabilities | None = None
 
     # ------------------------------------------------------------------ queueing
 
@@ -146,9 +147,14 @@ class ScriptedProvider:
     # ------------------------------------------------------------------ provider
 
     def capabilities(self) -> Capabilities:
-        return Capabilities(
-            tools=True, streaming=True, embeddings=True, structured_output=True, context_window=self.context_window
-        )
+        """The same object on every call (it is asked on every call, by the context-window
+        check): change ``context_window`` on the provider, not on it."""
+        caps = self._capabilities
+        if caps is None or caps.context_window != self.context_window:  # made once, again if the window changes
+            caps = self._capabilities = Capabilities(
+                tools=True, streaming=True, embeddings=True, structured_output=True, context_window=self.context_window
+            )
+        return caps
 
     def count_tokens(self, messages: list[Message]) -> int:
         return sum(estimate(m.text) + 3 for m in messages) + 3
@@ -175,8 +181,10 @@ class ScriptedProvider:
     def _usage(self, request: ModelRequest, step: Step) -> Usage:
         if step.usage is not None:
             return step.usage
-        out = estimate(step.text) + sum(estimate(c.raw_arguments) + 2 for c in step.tool_calls)
-        return Usage(input_tokens=self.count_tokens(request.messages), output_tokens=max(out, 1))
+        out = estimate(step.text)
+        for call in step.tool_calls:
+            out += estimate(call.raw_arguments) + 2
+        return build(Usage, input_tokens=self.count_tokens(request.messages), output_tokens=max(out, 1))
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         self.in_flight += 1
@@ -184,10 +192,21 @@ class ScriptedProvider:
             step = await self._next(request)
         finally:
             self.in_flight -= 1
-        return ModelResponse(
-            message=Message.assistant(step.text, list(step.tool_calls)),
-            finish_reason=step.finish_reason or ("tool_calls" if step.tool_calls else "stop"),
-            usage=self._usage(request, step),
+        usage = self._usage(request, step)
+        if step.finish_reason is not None or not _plain(step):  # validated, with pydantic's errors
+            return ModelResponse(
+                message=Message.assistant(step.text, list(step.tool_calls)),
+                finish_reason=step.finish_reason or ("tool_calls" if step.tool_calls else "stop"),
+                usage=usage,
+                model=self.model,
+                provider="scripted",
+            )
+        # The usual step (text and parsed calls, as the add_* methods queue them) needs no validation.
+        return build(
+            ModelResponse,
+            message=build(Message, role="assistant", content=step.text, tool_calls=list(step.tool_calls)),
+            finish_reason="tool_calls" if step.tool_calls else "stop",
+            usage=usage,
             model=self.model,
             provider="scripted",
         )
@@ -229,6 +248,14 @@ class ScriptedProvider:
 
     async def aclose(self) -> None:
         self.closed = True
+
+
+def _plain(step: Step) -> bool:
+    return (
+        type(step.text) is str
+        and all(type(c) is ToolCall for c in step.tool_calls)
+        and (step.usage is None or type(step.usage) is Usage)
+    )
 
 
 def make_error(kind: str, message: str = "scripted failure", retry_after: float | None = None) -> BaseException:
