@@ -7,6 +7,11 @@ resources, ready tasks wait in a priority queue (longest remaining path first) a
 a slot, and *all* their resources in one step (all or nothing, so they cannot deadlock),
 when both are free.
 
+Started tasks are run by workers: anyio tasks of one task group that take jobs from a
+queue. A worker whose task finished goes straight on with a task that finish made ready,
+and only wakes an idle worker (or spawns one) for each further ready task, so a run of
+10,000 tasks spawns about as many workers as ran at once, not 10,000 anyio tasks.
+
 A failed attempt is retried after ``backoff * 2**(n-1)`` seconds; each attempt has the
 task's ``timeout``. ``fail-fast`` cancels running tasks (recorded ``interrupted``) at the
 first failure; ``continue`` lets independent branches finish and skips the dependants of
@@ -27,7 +32,8 @@ import heapq
 import secrets
 import signal
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -150,6 +156,13 @@ class _Engine:
         self.compensations: list[TaskRecord] = []
         self.store_error: str | None = None
         self.tg: Any = None
+        # Workers: jobs ready to run, events of idle workers, workers woken or spawned that
+        # have not looked at the queue yet, jobs running, and whether no job can come any more.
+        self.jobs: deque[tuple[Callable[..., Awaitable[None]], tuple[Any, ...]]] = deque()
+        self.idle: list[anyio.Event] = []
+        self.waking = 0
+        self.active = 0
+        self.done = False
 
     # ------------------------------------------------------------------ the run
 
@@ -177,6 +190,7 @@ class _Engine:
                     for i in range(len(g)):
                         if state[i] == "pending" and self.remaining[i] == 0:
                             self._make_ready(i)
+                    self._supply(0)
                 outer.cancel_scope.cancel()
             status = self._status()
             if status == "failed" and self.store_error is None:
@@ -218,9 +232,11 @@ class _Engine:
             if record is None:
                 record = TaskRecord(run_id=run.id, task_id=tid, state="pending", agent=self.graph.tasks[i].agent)
             tasks[tid] = record
-            usage, cost = usage + record.usage, cost + record.cost
-        for record in self.compensations:
-            usage, cost = usage + record.usage, cost + record.cost
+        for record in (*tasks.values(), *self.compensations):
+            if record.usage is not _NO_USAGE:  # the shared zero adds nothing
+                usage = usage + record.usage
+            if record.cost is not _NO_COST:
+                cost = cost + record.cost
         run.status = status
         run.finished_at = time.time()
         run.usage, run.cost = usage, cost
@@ -273,6 +289,51 @@ class _Engine:
             return False
         return True
 
+    # ------------------------------------------------------------------ workers
+
+    def _start(self, job: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """Queue a job; the worker that made it ready, or :meth:`_supply`, sees it run."""
+        self.jobs.append((job, args))
+
+    def _supply(self, taking: int) -> None:
+        """Wake idle workers, or spawn new ones, until every queued job has a worker on its
+        way (``taking`` is 1 when the caller is a worker about to take one itself)."""
+        need = len(self.jobs) - self.waking - taking
+        while need > 0:
+            need -= 1
+            self.waking += 1
+            if self.idle:
+                self.idle.pop().set()
+            else:
+                self.tg.start_soon(self._worker)
+
+    async def _worker(self) -> None:
+        self.waking -= 1
+        jobs = self.jobs
+        while True:
+            if jobs:
+                self._supply(1)
+                job, args = jobs.popleft()
+                self.active += 1
+                try:
+                    await job(*args)
+                finally:
+                    self.active -= 1
+                continue
+            if self.active == 0 or self.done:
+                # Nothing runs and nothing is queued: no job can come any more.
+                self.done = True
+                for event in self.idle:
+                    event.set()
+                self.idle.clear()
+                return
+            event = anyio.Event()
+            self.idle.append(event)
+            await event.wait()
+            if self.done:
+                return
+            self.waking -= 1
+
     # ------------------------------------------------------------------ readiness
 
     def _context(self, i: int) -> dict[str, Any]:
@@ -288,7 +349,7 @@ class _Engine:
             if self.state[d] != "succeeded":
                 self.state[i] = "skipped"
                 how = "was skipped" if self.state[d] == "skipped" else self.state[d]
-                self.tg.start_soon(self._skip, i, f"needs {g.ids[d]!r}, which {how}")
+                self._start(self._skip, i, f"needs {g.ids[d]!r}, which {how}")
                 return
         task = g.tasks[i]
         if task.when is not None:
@@ -296,16 +357,16 @@ class _Engine:
                 go = templates.evaluate(task.when, self._context(i))
             except templates.TemplateProblem as exc:
                 self.state[i] = "running"
-                self.tg.start_soon(self._fail_unstarted, i, f"{exc} (in {self.spec.where})")
+                self._start(self._fail_unstarted, i, f"{exc} (in {self.spec.where})")
                 return
             if not go:
                 self.state[i] = "skipped"
-                self.tg.start_soon(self._skip, i, f"condition {task.when!r} is false")
+                self._start(self._skip, i, f"condition {task.when!r} is false")
                 return
         self.state[i] = "queued"
         if not self.queued:
             self.running += 1
-            self.tg.start_soon(self._run_task, i)
+            self._start(self._run_task, i)
             return
         heapq.heappush(self.heap, (self.priority[i], i))
         self._dispatch()
@@ -326,7 +387,7 @@ class _Engine:
                 for r in sorted(needs):
                     self.free[r] -= needs[r]
             self.running += 1
-            self.tg.start_soon(self._run_task, item[1])
+            self._start(self._run_task, item[1])
         for item in blocked:
             heapq.heappush(self.heap, item)
 
@@ -410,7 +471,8 @@ class _Engine:
             if scope.cancelled_caught:
                 return None
             if outcome.usage.input_tokens or outcome.usage.output_tokens:
-                record.usage = record.usage + outcome.usage
+                # Zero plus the outcome's usage is that usage: share it (int fields, exact).
+                record.usage = outcome.usage if record.usage is _NO_USAGE else record.usage + outcome.usage
             if outcome.cost.total or not outcome.cost.priced:
                 record.cost = record.cost + outcome.cost
             if budget is not None and not outcome.charged:
