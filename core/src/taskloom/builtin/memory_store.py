@@ -28,6 +28,9 @@ _ATOMIC = frozenset({str, int, float, bool, type(None), Decimal, bytes})
 M = TypeVar("M", bound=BaseModel)
 
 
+_set = object.__setattr__
+
+
 def _copy_value(value: Any) -> Any:
     kind = type(value)
     if kind in _ATOMIC:
@@ -40,17 +43,24 @@ def _copy_value(value: Any) -> Any:
         return copy.deepcopy(value)
 
 
-def _copy_model(model: M) -> M:
-    """An independent copy of ``model`` (as ``model_copy(deep=True)``, without its cost)."""
-    dup = model.__copy__()
-    fields = dup.__dict__
+def _copy_model(model: M, given: dict[str, Any] | None = None) -> M:
+    """An independent copy of ``model``, equal to ``model_copy(deep=True)``, without its cost
+    (``given``: copies of some fields made already)."""
+    if model.__pydantic_private__:  # private attributes: pydantic's own way (records have none)
+        return model.model_copy(deep=True)
+    cls = type(model)
+    dup = cls.__new__(cls)
+    fields = model.__dict__.copy()
     for key, value in fields.items():
-        if type(value) not in _ATOMIC:
+        if given and key in given:
+            fields[key] = given[key]
+        elif type(value) not in _ATOMIC:
             fields[key] = _copy_value(value)
-    if dup.__pydantic_extra__:
-        dup.__pydantic_extra__ = _copy_value(dup.__pydantic_extra__)
-    if dup.__pydantic_private__:
-        dup.__pydantic_private__ = _copy_value(dup.__pydantic_private__)
+    extra = model.__pydantic_extra__
+    _set(dup, "__dict__", fields)
+    _set(dup, "__pydantic_fields_set__", set(model.__pydantic_fields_set__))
+    _set(dup, "__pydantic_extra__", None if extra is None else _copy_value(extra))
+    _set(dup, "__pydantic_private__", None)
     return dup
 
 
@@ -62,17 +72,36 @@ class MemoryStore:
         self.tool_calls: list[ToolCallRecord] = []
         self.events: list[Event] = []
         self.keep_events = keep_events
+        # Per run, the pickled spec and inputs last saved with the copy made from them, so
+        # update_run (the status changes, the 10,000-task spec does not) keeps that copy.
+        self._run_blobs: dict[str, dict[str, tuple[bytes, Any]]] = {}
+
+    def _keep_run(self, run: RunRecord) -> RunRecord:
+        kept = self._run_blobs.get(run.id, {})
+        blobs: dict[str, tuple[bytes, Any]] = {}
+        for name in ("spec", "inputs"):
+            try:
+                blob = pickle.dumps(getattr(run, name), pickle.HIGHEST_PROTOCOL)
+            except Exception:
+                continue  # not picklable: _copy_model deep-copies it
+            previous = kept.get(name)
+            if previous is not None and previous[0] == blob:  # the same bytes: the same types and values
+                blobs[name] = previous
+            else:
+                blobs[name] = (blob, pickle.loads(blob))
+        self._run_blobs[run.id] = blobs
+        return _copy_model(run, {name: kept_copy for name, (_, kept_copy) in blobs.items()})
 
     async def create_run(self, run: RunRecord) -> None:
         if run.id in self.runs:
             raise ValueError(f"run {run.id} already exists")
-        self.runs[run.id] = _copy_model(run)
+        self.runs[run.id] = self._keep_run(run)
         self.tasks.setdefault(run.id, {})
 
     async def update_run(self, run: RunRecord) -> None:
         if run.id not in self.runs:
             raise KeyError(f"unknown run {run.id}")
-        self.runs[run.id] = _copy_model(run)
+        self.runs[run.id] = self._keep_run(run)
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         run = self.runs.get(run_id)

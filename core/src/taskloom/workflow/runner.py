@@ -41,7 +41,7 @@ import anyio
 
 from ..agent import Budget
 from ..records import RunRecord, RunStatus, TaskRecord
-from ..types import Action, Cost, Event, RequestMeta, Usage
+from ..types import Action, Cost, Event, RequestMeta, Usage, build
 from . import templates
 from .checks import Graph, check_workflow
 from .executor import TaskOutcome, TaskSpec
@@ -402,7 +402,7 @@ class _Engine:
 
     def _record(self, task: TaskDef, task_id: str, *, compensation_of: str | None = None) -> TaskRecord:
         prev = self.previous.get(task_id) if compensation_of is None else None
-        return TaskRecord.model_construct(
+        return build(TaskRecord,
             run_id=self.run.id, task_id=task_id, state="running", attempts=prev.attempts if prev else 0,
             agent=task.agent, prompt=None, output=None, error=None, started_at=time.time(), finished_at=None,
             usage=prev.usage if prev else _NO_USAGE, cost=prev.cost if prev else _NO_COST, compensation_of=compensation_of,
@@ -457,7 +457,7 @@ class _Engine:
             if abort():
                 return None
             record.attempts += 1
-            spec = TaskSpec.model_construct(
+            spec = build(TaskSpec,
                 run_id=self.run.id, task_id=record.task_id, attempt=record.attempts, agent=agent,
                 escalation_reason=last.stop_reason if last else None, previous_error=last.error if last else None,
                 prompt=record.prompt or "", timeout=task.timeout, user=self.user, workflow=self.spec.name,
@@ -560,7 +560,7 @@ class _Engine:
     async def _skip(self, i: int, reason: str) -> None:
         g = self.graph
         now = time.time()
-        record = self.records[i] = TaskRecord.model_construct(
+        record = self.records[i] = build(TaskRecord,
             run_id=self.run.id, task_id=g.ids[i], state="skipped", attempts=0, agent=g.tasks[i].agent, prompt=None,
             output=None, error=reason, started_at=now, finished_at=now, usage=_NO_USAGE, cost=_NO_COST, compensation_of=None,
         )  # fmt: skip
@@ -614,7 +614,7 @@ class _Engine:
 
     def _emit(self, kind: str, record: TaskRecord | None, data: dict[str, Any]) -> None:
         if self.emitting:
-            self.kernel.emit(Event.model_construct(
+            self.kernel.emit(build(Event,
                 kind=kind, time=time.time(), run_id=self.run.id, task_id=record.task_id if record else None,
                 agent=record.agent if record else None, data=data,
             ))  # fmt: skip
