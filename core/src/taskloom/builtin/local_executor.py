@@ -29,10 +29,13 @@ class LocalExecutor:
 
     async def run(self, spec: TaskSpec, kernel: Kernel, budget: Budget | None = None) -> TaskOutcome:
         from taskloom.agent import Agent, run_agent
-        from taskloom.types import RequestMeta
+        from taskloom.types import RequestMeta, build
 
+        # The agent, the metadata and the outcome are built from values validated already
+        # (the workflow spec, the agent's result), so they skip pydantic's validation.
         a = spec.agent
-        agent = Agent(
+        agent = build(
+            Agent,
             name=a.name,
             model=a.model,
             system=a.system,
@@ -44,7 +47,8 @@ class LocalExecutor:
             task_type=a.task_type,
             limits=a.limits,
         )
-        meta = RequestMeta(run_id=spec.run_id, task_id=spec.task_id, agent=a.name, user=spec.user, attempt=spec.attempt)
+        meta = build(RequestMeta, run_id=spec.run_id, task_id=spec.task_id, agent=a.name, user=spec.user)
+        meta.attempt = spec.attempt  # type: ignore[attr-defined]  # an extra: routers read it
         if spec.escalation_reason is not None:  # a retry: tell the router why the last attempt failed
             meta.escalation_reason = spec.escalation_reason  # type: ignore[attr-defined]
             meta.previous_error = spec.previous_error  # type: ignore[attr-defined]
@@ -53,7 +57,8 @@ class LocalExecutor:
         output = result.output
         if isinstance(output, BaseModel):
             output = output.model_dump(mode="json")
-        return TaskOutcome(
+        return build(
+            TaskOutcome,
             ok=result.ok,
             output=output if result.ok else None,
             text=result.text,
