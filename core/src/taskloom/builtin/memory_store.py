@@ -7,6 +7,12 @@ field by field, values that cannot change (strings, numbers, ``Decimal``) are sh
 models are copied the same way, and containers (inputs, the workflow spec, outputs) go
 through pickle, which is exact and many times faster than ``copy.deepcopy`` (the fallback
 for what pickle refuses). A checkpoint costs a few microseconds, not a deep copy's fifty.
+
+A checkpoint is kept packed: one tuple of plain values (its usage and cost as nested tuples,
+a structured output as pickled bytes), rebuilt into a :class:`TaskRecord` when read. The
+garbage collector does not track such tuples, so a 10,000-task run does not leave some
+90,000 objects (records, their usage and cost, their dicts and field sets) for every full
+collection to walk. ``tasks`` still shows them as records.
 """
 
 from __future__ import annotations
@@ -64,10 +70,93 @@ def _copy_model(model: M, given: dict[str, Any] | None = None) -> M:
     return dup
 
 
+# Packed records: ("m", kind, fields-set mask, *values), each value atomic, a packed model,
+# or ("p", pickled bytes) for a container. ``kind`` indexes _KINDS.
+_KINDS: list[type[BaseModel]] = []
+_KIND_OF: dict[type[BaseModel], int] = {}
+_NAMES: list[tuple[str, ...]] = []
+_MISSING = object()
+
+
+def _kind(cls: type[BaseModel]) -> int:
+    kind = _KIND_OF.get(cls)
+    if kind is None:
+        kind = _KIND_OF[cls] = len(_KINDS)
+        _KINDS.append(cls)
+        _NAMES.append(tuple(cls.model_fields))
+    return kind
+
+
+def _pack(model: BaseModel) -> tuple[Any, ...] | None:
+    """``model`` as a tuple of plain values, or None when it does not pack (extra or private
+    attributes, a value pickle refuses): it is then kept as a copied model."""
+    if model.__pydantic_extra__ or model.__pydantic_private__:
+        return None
+    kind = _kind(type(model))
+    names = _NAMES[kind]
+    fields = model.__dict__
+    if len(fields) != len(names):
+        return None
+    given = model.__pydantic_fields_set__
+    mask, bit = 0, 1
+    out: list[Any] = ["m", kind, 0]
+    for name in names:
+        value = fields.get(name, _MISSING)
+        if type(value) not in _ATOMIC:
+            if value is _MISSING:
+                return None
+            if isinstance(value, BaseModel):
+                value = _pack(value)
+                if value is None:
+                    return None
+            else:
+                try:
+                    value = ("p", pickle.dumps(value, pickle.HIGHEST_PROTOCOL))
+                except Exception:
+                    return None
+        out.append(value)
+        if name in given:
+            mask |= bit
+        bit <<= 1
+    out[2] = mask
+    return tuple(out)
+
+
+def _unpack(packed: tuple[Any, ...]) -> Any:
+    cls = _KINDS[packed[1]]
+    mask = packed[2]
+    fields: dict[str, Any] = {}
+    given: set[str] = set()
+    for i, name in enumerate(_NAMES[packed[1]]):
+        value = packed[3 + i]
+        if type(value) is tuple:
+            value = _unpack(value) if value[0] == "m" else pickle.loads(value[1])
+        fields[name] = value
+        if mask >> i & 1:
+            given.add(name)
+    obj = cls.__new__(cls)
+    _set(obj, "__dict__", fields)
+    _set(obj, "__pydantic_fields_set__", given)
+    _set(obj, "__pydantic_extra__", {} if cls.model_config.get("extra") == "allow" else None)
+    _set(obj, "__pydantic_private__", None)
+    return obj
+
+
+def _kept(task: TaskRecord) -> tuple[Any, ...] | TaskRecord:
+    return _pack(task) or _copy_model(task)
+
+
+def _record(kept: tuple[Any, ...] | TaskRecord) -> TaskRecord:
+    if isinstance(kept, tuple):
+        record: TaskRecord = _unpack(kept)
+        return record
+    return _copy_model(kept)
+
+
 class MemoryStore:
     def __init__(self, keep_events: int = 10_000) -> None:
         self.runs: dict[str, RunRecord] = {}
-        self.tasks: dict[str, dict[str, TaskRecord]] = {}
+        self._tasks: dict[str, dict[str, tuple[Any, ...] | TaskRecord]] = {}
         self.calls: list[CallRecord] = []
         self.tool_calls: list[ToolCallRecord] = []
         self.events: list[Event] = []
@@ -96,7 +185,7 @@ class MemoryStore:
         if run.id in self.runs:
             raise ValueError(f"run {run.id} already exists")
         self.runs[run.id] = self._keep_run(run)
-        self.tasks.setdefault(run.id, {})
+        self._tasks.setdefault(run.id, {})
 
     async def update_run(self, run: RunRecord) -> None:
         if run.id not in self.runs:
@@ -111,11 +200,16 @@ class MemoryStore:
         runs = sorted(self.runs.values(), key=lambda r: r.started_at, reverse=True)
         return [_copy_model(r) for r in runs[:limit]]
 
+    @property
+    def tasks(self) -> dict[str, dict[str, TaskRecord]]:
+        """Every checkpoint, by run and task id (copies, rebuilt on each read)."""
+        return {run: {tid: _record(t) for tid, t in kept.items()} for run, kept in self._tasks.items()}
+
     async def save_task(self, task: TaskRecord) -> None:
-        self.tasks.setdefault(task.run_id, {})[task.task_id] = _copy_model(task)
+        self._tasks.setdefault(task.run_id, {})[task.task_id] = _kept(task)
 
     async def get_tasks(self, run_id: str) -> list[TaskRecord]:
-        return [_copy_model(t) for t in self.tasks.get(run_id, {}).values()]
+        return [_record(t) for t in self._tasks.get(run_id, {}).values()]
 
     async def record_call(self, call: CallRecord) -> None:
         self.calls.append(call)

@@ -28,8 +28,10 @@ class Graph:
     ids: list[str]
     tasks: list[TaskDef]
     index: dict[str, int]
-    deps: list[list[int]]
-    dependants: list[list[int]]
+    deps: list[tuple[int, ...]]
+    dependants: list[tuple[int, ...]]
+    """Tuples, not lists: the garbage collector stops tracking tuples of ints, so a big
+    graph costs the collector nothing while it runs."""
     order: list[int] = field(default_factory=list)
     """A topological order."""
 
@@ -167,12 +169,12 @@ def build_graph(spec: WorkflowSpec) -> Graph:
     tasks = [t for t in spec.tasks if t.id not in compensations]
     ids = [t.id for t in tasks]
     index = {tid: i for i, tid in enumerate(ids)}
-    deps = [[index[n] for n in t.needs if n in index and n != t.id] for t in tasks]
+    deps = [tuple(index[n] for n in t.needs if n in index and n != t.id) for t in tasks]
     dependants: list[list[int]] = [[] for _ in tasks]
     for i, ds in enumerate(deps):
         for d in ds:
             dependants[d].append(i)
-    graph = Graph(ids, tasks, index, deps, dependants)
+    graph = Graph(ids, tasks, index, deps, [tuple(js) for js in dependants])
     graph.order = _topological(graph)
     return graph
 
