@@ -21,7 +21,21 @@ from .plugins import HookFailed
 from .records import ToolCallRecord
 from .resilience import DeadlineExceeded
 from .tools import Tool, ToolResult
-from .types import Action, Cost, Event, Message, ModelRequest, RequestMeta, ToolCall, ToolChoice, ToolSpec, Usage
+from .types import (
+    ZERO,
+    Action,
+    Cost,
+    Event,
+    Message,
+    ModelRequest,
+    RequestMeta,
+    ToolCall,
+    ToolChoice,
+    ToolSpec,
+    Usage,
+    build,
+    replace,
+)
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -147,8 +161,8 @@ class _Run:
         self.agent = agent
         self.meta = meta
         self.budget = budget
-        self.usage = Usage()
-        self.cost = Cost()
+        self.usage = build(Usage)
+        self.cost = build(Cost)
         self.turns = 0
         self.requests = 0
         self.tool_log: list[ToolCallLog] = []
@@ -198,13 +212,21 @@ class _Run:
             tokens = own_tokens if tokens is None else min(tokens, own_tokens)
         if usd is None and tokens is None:
             return self.meta
-        return self.meta.model_copy(update={"budget_remaining_usd": usd, "budget_remaining_tokens": tokens})
+        return replace(self.meta, budget_remaining_usd=usd, budget_remaining_tokens=tokens)
 
     def emit(self, kind: str, data: dict[str, Any]) -> None:
         if self.kernel.has_sinks:
             m = self.meta
             self.kernel.emit(
-                Event(kind=kind, time=time.time(), run_id=m.run_id, task_id=m.task_id, agent=self.agent.name, data=data)
+                build(
+                    Event,
+                    kind=kind,
+                    time=time.time(),
+                    run_id=m.run_id,
+                    task_id=m.task_id,
+                    agent=self.agent.name,
+                    data=data,
+                )
             )
 
 
@@ -217,11 +239,12 @@ async def run_agent(
     budget: Budget | None = None,
 ) -> AgentResult:
     """Run ``agent`` on ``prompt`` until it answers or a limit ends it."""
-    meta = (meta or RequestMeta()).model_copy(update={"agent": agent.name})
-    if meta.user is None:
-        meta.user = kernel.settings.taskloom.user
-    if agent.task_type and not meta.task_type:
-        meta.task_type = agent.task_type
+    changes: dict[str, Any] = {"agent": agent.name}
+    if meta is None or meta.user is None:
+        changes["user"] = kernel.settings.taskloom.user
+    if agent.task_type and (meta is None or not meta.task_type):
+        changes["task_type"] = agent.task_type
+    meta = replace(meta, **changes) if meta is not None else build(RequestMeta, **changes)
     state = _Run(kernel, agent, meta, budget)
     messages: list[Message] = []
     if agent.system:
@@ -242,7 +265,9 @@ async def run_agent(
         if limit:
             stop = limit
             break
-        request = ModelRequest(
+        # Every value comes from the validated agent, messages and specs: no revalidation.
+        request = build(
+            ModelRequest,
             model=agent.model,
             messages=list(messages),
             tools=specs,
@@ -310,7 +335,8 @@ async def run_agent(
             )
         )
 
-    result = AgentResult(
+    result = build(
+        AgentResult,
         agent=agent.name,
         text=best_text,
         output=output if stop[0] == "final" else None,
@@ -408,7 +434,16 @@ async def _run_tool_calls(state: _Run, tools: dict[str, Tool], calls: list[ToolC
     out = []
     for call, result in zip(calls, results, strict=True):
         assert result is not None
-        out.append(Message.tool(call.id, call.name, result.content, is_error=result.is_error))
+        out.append(
+            build(
+                Message,
+                role="tool",
+                content=result.content,
+                tool_call_id=call.id,
+                name=call.name,
+                is_error=result.is_error,
+            )
+        )
     return out
 
 
@@ -419,7 +454,10 @@ async def _run_tool_call(state: _Run, tools: dict[str, Tool], call: ToolCall) ->
         result = await kernel.tools.call(call, allowed=set(tools))
     else:
         try:
-            kernel.check(Action(kind="tool_call", tool=call.name, arguments=call.arguments, metadata=state.meta))
+            if kernel.has_policies:
+                kernel.check(
+                    build(Action, kind="tool_call", tool=call.name, arguments=call.arguments, metadata=state.meta)
+                )
         except PolicyDenied as exc:
             result = ToolResult(f"error: {exc}", True)
         else:
@@ -434,11 +472,12 @@ async def _run_tool_call(state: _Run, tools: dict[str, Tool], call: ToolCall) ->
         else None
     )
     if cost is not None:
-        state.cost = state.cost + Cost(total=cost.total, tools=cost.total, source=cost.source)
+        state.cost = state.cost + build(Cost, total=cost.total, tools=cost.total, source=cost.source)
         if state.budget is not None:
-            state.budget.charge(Usage(), cost)
+            state.budget.charge(build(Usage), cost)
     state.tool_log.append(
-        ToolCallLog(
+        build(
+            ToolCallLog,
             id=call.id,
             name=call.name,
             arguments=call.arguments,
@@ -448,14 +487,15 @@ async def _run_tool_call(state: _Run, tools: dict[str, Tool], call: ToolCall) ->
         )
     )
     meta = state.meta
-    record = ToolCallRecord(
+    record = build(
+        ToolCallRecord,
         run_id=meta.run_id,
         task_id=meta.task_id,
         agent=state.agent.name,
         name=call.name,
         arguments=redact(call.arguments or {}),
         duration_s=result.duration_s,
-        cost=cost.total if cost is not None else Decimal(0),
+        cost=cost.total if cost is not None else ZERO,
         error=result.content if result.is_error else None,
         time=time.time(),
     )

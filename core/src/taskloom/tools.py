@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic_core import to_jsonable_python
 
 from .config import did_you_mean
+from .resilience import within
 from .timeouts import deadline
 from .types import ToolCall, ToolSpec
 
@@ -119,28 +120,40 @@ class Tool:
                 f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}" for e in exc.errors()
             )
             return ToolResult(f"error: invalid arguments for {self.name}: {problems}", True)
-        kwargs = {**(validated.model_extra or {})} if self.passthrough else dict(validated)
+        extra = validated.__pydantic_extra__
+        if self.passthrough:
+            kwargs = {**(extra or {})}
+        else:  # the same as dict(validated), which first asks pydantic for a ``keys`` attribute (slowly)
+            kwargs = {**validated.__dict__, **extra} if extra else validated.__dict__.copy()
         limit = timeout if timeout is not None else self.timeout
         try:
-            async with deadline(limit):
-                if self.is_async:
-                    value = await self.function(**kwargs)
-                else:
+            if self.is_async:
+                # The timer is armed only if the tool waits (a quick tool pays nothing for it).
+                value = await within(limit, self.function(**kwargs))
+            else:
+                async with deadline(limit):
                     value = await anyio.to_thread.run_sync(lambda: self.function(**kwargs), abandon_on_cancel=True)
         except TimeoutError:
             return ToolResult(f"error: {self.name} timed out after {limit:g} s", True)
         except Exception as exc:
             return ToolResult(f"error: {self.name} failed: {type(exc).__name__}: {exc}", True)
         if isinstance(value, ToolResult):
+            if not isinstance(value.content, str):  # the model is sent text
+                value.content = _to_text(value.content)
             return value
         return ToolResult(_to_text(value), False, value)
+
+
+_JSON = json.JSONEncoder(ensure_ascii=False)
 
 
 def _to_text(value: Any) -> str:
     if isinstance(value, str):
         return value
+    if type(value) is int:  # the same text as JSON's
+        return str(value)
     try:
-        return json.dumps(to_jsonable_python(value), ensure_ascii=False)
+        return _JSON.encode(to_jsonable_python(value))
     except Exception:
         return str(value)
 

@@ -93,6 +93,23 @@ def build(cls: type[M], /, **values: Any) -> M:
     return obj
 
 
+def replace(obj: M, /, **changes: Any) -> M:
+    """A shallow copy of ``obj`` with some fields changed, without validation: the
+    hot-path ``obj.model_copy(update=changes)``, under the same rule as :func:`build`
+    (the new values already have their fields' types)."""
+    cls = type(obj)
+    if not changes.keys() <= cls.model_fields.keys():
+        unknown = ", ".join(sorted(changes.keys() - cls.model_fields.keys()))
+        raise TypeError(f"replace({cls.__name__}): no field named {unknown}")
+    new = cls.__new__(cls)
+    _set(new, "__dict__", {**obj.__dict__, **changes})
+    _set(new, "__pydantic_fields_set__", obj.__pydantic_fields_set__ | changes.keys())
+    extra, private = obj.__pydantic_extra__, obj.__pydantic_private__
+    _set(new, "__pydantic_extra__", None if extra is None else dict(extra))
+    _set(new, "__pydantic_private__", None if private is None else dict(private))
+    return new
+
+
 # --------------------------------------------------------------------------- messages
 
 
