@@ -8,6 +8,7 @@ failing or invalid tool call becomes an error message the model sees, never a cr
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from decimal import Decimal
@@ -511,11 +512,17 @@ async def _run_tool_call(state: _Run, tools: dict[str, Tool], call: ToolCall) ->
     return result
 
 
+@functools.lru_cache(maxsize=1024)
+def _is_secret(key: str) -> bool:
+    lowered = key.lower()
+    return any(word in lowered for word in _SECRET_KEYS)
+
+
 def redact(arguments: dict[str, Any]) -> dict[str, Any]:
     """Arguments with values under secret-looking keys replaced."""
     out: dict[str, Any] = {}
     for key, value in arguments.items():
-        if any(word in key.lower() for word in _SECRET_KEYS):
+        if _is_secret(key):
             out[key] = "**********"
         elif isinstance(value, dict):
             out[key] = redact(value)

@@ -51,6 +51,7 @@ from .types import (
     StreamDelta,
     ToolCall,
     Usage,
+    assign,
     build,
 )
 
@@ -81,10 +82,12 @@ class Gateway:
             except ProviderError as exc:
                 await self._record_failure(request, chain, exc, key, time.perf_counter() - start)
                 raise
-            response.cost = self.kernel.price(
+            cost = self.kernel.price(
                 response.alias, response.model, response.provider, response.usage, request.metadata
             )
-        response.latency_s = time.perf_counter() - start
+            assign(response, cost=cost, latency_s=time.perf_counter() - start)
+        else:
+            assign(response, latency_s=time.perf_counter() - start)
         await self._record(request, response, key)
         if not response.cached:
             await self._cache_put(key, response)
@@ -154,9 +157,7 @@ class Gateway:
                 self._check_deployment(request, response.alias or alias, None)
             except PolicyDenied:
                 return None
-        response.cached = True
-        response.attempts = 0
-        response.cost = build(Cost, source="cache")
+        assign(response, cached=True, attempts=0, cost=build(Cost, source="cache"))
         return response
 
     async def _cache_put(self, key: str | None, response: ModelResponse) -> None:
@@ -321,9 +322,7 @@ class Gateway:
         response: ModelResponse, alias: str, provider: str, breaker: CircuitBreaker, attempt: int
     ) -> ModelResponse:
         breaker.record_success()
-        response.alias = alias
-        response.provider = response.provider or provider
-        response.attempts = attempt
+        assign(response, alias=alias, provider=response.provider or provider, attempts=attempt)
         return response
 
     @staticmethod

@@ -29,13 +29,14 @@ class _Model(BaseModel):
 
 M = TypeVar("M", bound=BaseModel)
 _FACTORY = object()
-_BLUEPRINTS: dict[type[BaseModel], tuple[dict[str, Any], tuple[tuple[str, Callable[[], Any]], ...], bool]] = {}
+_Blueprint = tuple[dict[str, Any], int, tuple[tuple[str, Callable[[], Any]], ...], bool]
+_BLUEPRINTS: dict[type[BaseModel], _Blueprint] = {}
 _set = object.__setattr__
 
 
-def _blueprint(cls: type[BaseModel]) -> tuple[dict[str, Any], tuple[tuple[str, Callable[[], Any]], ...], bool]:
+def _blueprint(cls: type[BaseModel]) -> _Blueprint:
     """Every field of ``cls`` in order with its default (a marker for fields made by a
-    factory, listed apart), and whether the model keeps extra keys."""
+    factory, listed apart), their number, and whether the model keeps extra keys."""
     defaults: dict[str, Any] = {}
     factories: list[tuple[str, Callable[[], Any]]] = []
     for name, info in cls.model_fields.items():
@@ -54,7 +55,7 @@ def _blueprint(cls: type[BaseModel]) -> tuple[dict[str, Any], tuple[tuple[str, C
                 factories.append((name, functools.partial(copy.deepcopy, default)))
             else:
                 defaults[name] = default
-    blueprint = (defaults, tuple(factories), cls.model_config.get("extra") == "allow")
+    blueprint = (defaults, len(defaults), tuple(factories), cls.model_config.get("extra") == "allow")
     _BLUEPRINTS[cls] = blueprint
     return blueprint
 
@@ -77,9 +78,9 @@ def build(cls: type[M], /, **values: Any) -> M:
     but costs more than validating these small models, hence this.
     """
     blueprint = _BLUEPRINTS.get(cls) or _blueprint(cls)
-    defaults, factories, extra = blueprint
+    defaults, size, factories, extra = blueprint
     data = {**defaults, **values}
-    if len(data) != len(defaults):
+    if len(data) != size:
         unknown = ", ".join(sorted(set(values) - set(defaults)))
         raise TypeError(f"build({cls.__name__}): no field named {unknown}")
     for name, factory in factories:
@@ -108,6 +109,14 @@ def replace(obj: M, /, **changes: Any) -> M:
     _set(new, "__pydantic_extra__", None if extra is None else dict(extra))
     _set(new, "__pydantic_private__", None if private is None else dict(private))
     return new
+
+
+def assign(obj: BaseModel, /, **values: Any) -> None:
+    """``obj.a = x`` for several fields at once, without pydantic's per-attribute
+    dispatch (two Python calls per field); the same rule as :func:`build` applies.
+    Not for models that validate assignment."""
+    obj.__dict__.update(values)
+    obj.__pydantic_fields_set__.update(values)
 
 
 # --------------------------------------------------------------------------- messages

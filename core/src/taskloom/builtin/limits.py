@@ -88,6 +88,8 @@ class Limits:
         self.config = settings.plugin_config(NAME) or LimitsConfig()
 
     def tier_of(self, user: str | None, tier: str | None) -> tuple[str, Tier] | None:
+        if not self.config.tiers:
+            return None
         name = tier or (self.config.users.get(user) if user else None) or self.config.default_tier
         if name is None:
             return None
@@ -96,10 +98,12 @@ class Limits:
 
     @hookimpl
     def taskloom_check(self, action: Action, settings: Settings) -> Denial | None:
-        meta = action.metadata
         kind = action.kind
         if kind == "deployment":
             return self._deployment(action, settings)
+        if not self.config.tiers:
+            return None  # no tiers, no limits but the context window
+        meta = action.metadata
         found = self.tier_of(meta.user, meta.tier)
         if found is None:
             return None
@@ -149,11 +153,12 @@ class Limits:
         """One deployment of the chain, about to be called: allowed models, then the
         context window."""
         alias = action.model or (action.request.model if action.request is not None else "")
-        found = self.tier_of(action.metadata.user, action.metadata.tier)
-        if found is not None:
-            denial = _model_denial(found[0], found[1], alias)
-            if denial:
-                return denial
+        if self.config.tiers:
+            found = self.tier_of(action.metadata.user, action.metadata.tier)
+            if found is not None:
+                denial = _model_denial(found[0], found[1], alias)
+                if denial:
+                    return denial
         if self.config.context_check and action.request is not None:
             return self._context(action, alias, settings)
         return None
@@ -191,6 +196,8 @@ class Limits:
     def taskloom_event(self, event: Event) -> None:
         kind = event.kind
         if kind == "model.call":
+            if not any(t.tokens_per_day is not None for t in self.config.tiers.values()):
+                return  # no tier counts tokens: keep no history (it would only grow)
             usage = event.data.get("usage")
             user = event.data.get("user") or "anonymous"
             if usage is not None and not event.data.get("cached"):
@@ -216,9 +223,14 @@ def _upper_bound(messages: list[Message]) -> int:
     Infinite when a message holds an image, whose cost only the provider knows."""
     total = 3
     for m in messages:
-        if not isinstance(m.content, str) and any(not isinstance(p, TextPart) for p in m.content):
+        content = m.content
+        if type(content) is str:
+            size = len(content)
+        elif any(not isinstance(p, TextPart) for p in content):
             return 1 << 62
-        total += 8 + 4 * (len(m.text) + len(m.name or ""))
+        else:
+            size = len(m.text)
+        total += 8 + 4 * (size + len(m.name or ""))
         for call in m.tool_calls:
             total += 8 + 4 * (len(call.name) + len(call.raw_arguments))
     return total

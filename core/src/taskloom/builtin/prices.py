@@ -14,10 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from taskloom import hookimpl
 from taskloom.config import ModelPrice, Settings
-from taskloom.types import Cost, Usage
+from taskloom.types import Cost, Usage, build
 
 NAME = "prices"
 MILLION = Decimal(1_000_000)
+LOCAL = f"{NAME}:local"
 
 # model: (input, cached input, output) in USD per 1M tokens.
 PRICE_TABLE: dict[str, tuple[str, str | None, str]] = {
@@ -73,7 +74,8 @@ def compute(usage: Usage, prices: tuple[Decimal, Decimal, Decimal], source: str)
     c_in = Decimal(usage.input_tokens - cached_tokens) * inp / MILLION
     c_cached = Decimal(cached_tokens) * cached / MILLION
     c_out = Decimal(usage.output_tokens) * out / MILLION
-    return Cost(total=c_in + c_cached + c_out, input=c_in, cached_input=c_cached, output=c_out, source=source)
+    # Decimals made here: built without revalidating them.
+    return build(Cost, total=c_in + c_cached + c_out, input=c_in, cached_input=c_cached, output=c_out, source=source)
 
 
 class Prices:
@@ -103,6 +105,6 @@ class Prices:
         if config is not None and config.price is not None:
             return compute(usage, _triple(config.price), f"{NAME}:[models.{alias}]")
         if provider in self.free:
-            return Cost(source=f"{NAME}:local")
+            return build(Cost, source=LOCAL)
         prices = _lookup(self.table, model)
         return compute(usage, prices, NAME) if prices else None

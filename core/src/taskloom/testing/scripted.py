@@ -157,7 +157,10 @@ class ScriptedProvider:
         return caps
 
     def count_tokens(self, messages: list[Message]) -> int:
-        return sum(estimate(m.text) + 3 for m in messages) + 3
+        total = 3
+        for m in messages:
+            total += estimate(m.content if type(m.content) is str else m.text) + 3
+        return total
 
     async def _next(self, request: ModelRequest) -> Step:
         self.requests.append(request)
