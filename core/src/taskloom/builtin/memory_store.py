@@ -70,20 +70,19 @@ def _copy_model(model: M, given: dict[str, Any] | None = None) -> M:
     return dup
 
 
-# Packed records: ("m", kind, fields-set mask, *values), each value atomic, a packed model,
-# or ("p", pickled bytes) for a container. ``kind`` indexes _KINDS.
+# Packed records: ("m", kind, fields-set mask, *values in field order), each value atomic, a
+# packed model, or ("p", pickled bytes) for a container. ``kind`` indexes _KINDS.
 _KINDS: list[type[BaseModel]] = []
 _KIND_OF: dict[type[BaseModel], int] = {}
 _NAMES: list[tuple[str, ...]] = []
-_MISSING = object()
+_BITS: list[dict[str, int]] = []
 
 
-def _kind(cls: type[BaseModel]) -> int:
-    kind = _KIND_OF.get(cls)
-    if kind is None:
-        kind = _KIND_OF[cls] = len(_KINDS)
-        _KINDS.append(cls)
-        _NAMES.append(tuple(cls.model_fields))
+def _register(cls: type[BaseModel]) -> int:
+    kind = _KIND_OF[cls] = len(_KINDS)
+    _KINDS.append(cls)
+    _NAMES.append(tuple(cls.model_fields))
+    _BITS.append({name: 1 << i for i, name in enumerate(cls.model_fields)})
     return kind
 
 
@@ -92,51 +91,47 @@ def _pack(model: BaseModel) -> tuple[Any, ...] | None:
     attributes, a value pickle refuses): it is then kept as a copied model."""
     if model.__pydantic_extra__ or model.__pydantic_private__:
         return None
-    kind = _kind(type(model))
+    kind = _KIND_OF.get(type(model))
+    if kind is None:
+        kind = _register(type(model))
     names = _NAMES[kind]
     fields = model.__dict__
-    if len(fields) != len(names):
+    if tuple(fields) != names:  # every field, in field order
         return None
-    given = model.__pydantic_fields_set__
-    mask, bit = 0, 1
-    out: list[Any] = ["m", kind, 0]
-    for name in names:
-        value = fields.get(name, _MISSING)
+    values = [*fields.values()]
+    for i, value in enumerate(values):
         if type(value) not in _ATOMIC:
-            if value is _MISSING:
-                return None
             if isinstance(value, BaseModel):
-                value = _pack(value)
-                if value is None:
+                packed = _pack(value)
+                if packed is None:
                     return None
+                values[i] = packed
             else:
                 try:
-                    value = ("p", pickle.dumps(value, pickle.HIGHEST_PROTOCOL))
+                    values[i] = ("p", pickle.dumps(value, pickle.HIGHEST_PROTOCOL))
                 except Exception:
                     return None
-        out.append(value)
-        if name in given:
-            mask |= bit
-        bit <<= 1
-    out[2] = mask
-    return tuple(out)
+    given = model.__pydantic_fields_set__
+    if not given:
+        mask = 0
+    elif len(given) == len(names) and given.issuperset(names):
+        mask = (1 << len(names)) - 1
+    else:
+        bits = _BITS[kind]
+        mask = sum([bits[name] for name in given if name in bits])
+    return ("m", kind, mask, *values)
 
 
 def _unpack(packed: tuple[Any, ...]) -> Any:
-    cls = _KINDS[packed[1]]
-    mask = packed[2]
-    fields: dict[str, Any] = {}
-    given: set[str] = set()
-    for i, name in enumerate(_NAMES[packed[1]]):
-        value = packed[3 + i]
+    kind, mask = packed[1], packed[2]
+    cls, names = _KINDS[kind], _NAMES[kind]
+    fields = dict(zip(names, packed[3:], strict=True))
+    for name, value in fields.items():
         if type(value) is tuple:
-            value = _unpack(value) if value[0] == "m" else pickle.loads(value[1])
-        fields[name] = value
-        if mask >> i & 1:
-            given.add(name)
+            fields[name] = _unpack(value) if value[0] == "m" else pickle.loads(value[1])
     obj = cls.__new__(cls)
     _set(obj, "__dict__", fields)
-    _set(obj, "__pydantic_fields_set__", given)
+    _set(obj, "__pydantic_fields_set__", {name for i, name in enumerate(names) if mask >> i & 1})
     _set(obj, "__pydantic_extra__", {} if cls.model_config.get("extra") == "allow" else None)
     _set(obj, "__pydantic_private__", None)
     return obj
