@@ -1,17 +1,30 @@
 """Kernel overhead per model call and per agent run with one tool round.
 
-All built-in plugins enabled (memory cache, prices, limits, console, jsonl, memory store);
-the provider is the zero-latency scripted provider, so what is measured is the kernel:
-policy, routing, cache lookup and store, retry/breaker bookkeeping, pricing, ledger and
-events (and for the agent: the loop, tool validation and dispatch).
+What runs: the kernel with every built-in plugin enabled (memory cache, memory store,
+prices, limits, console, jsonl, local executor, basic tools, the scripted provider) and
+one benchmark tool; the provider is the zero-latency scripted provider, so what is
+measured is the kernel: policy, routing, cache lookup and store, timeout, retry and
+breaker bookkeeping, pricing, ledger and events (and for the agent: the loop, the tool
+policy check, argument validation, dispatch, the tool ledger and events).
+
+The sinks are as a user has them by default outside a terminal: ``console`` is enabled
+and receives every event but prints nothing (``mode = "never"``, which is what ``auto``
+does when stderr is not a terminal); ``jsonl`` is enabled but has no path configured, so
+it drops every event at once. ``limits`` has no tiers, so it runs only the context-window
+check; ``prices`` prices every call (the scripted provider is local: zero dollars).
+
+Every request is different (a serial number in the prompt), so the cache misses and
+stores every time: the full path; the run checks that the cache never answered.
 
 Each figure is the median of several rounds; each round is the mean over many calls.
-Every request is different, so the cache misses and stores (the full path).
+``--installed`` measures with every installed plugin instead (first-party plugins such
+as router or sqlite add their own hooks; they have their own benchmarks).
 Last line: ``gateway_us=<N> agent_tool_round_us=<N>``.
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 
@@ -23,6 +36,17 @@ from taskloom.types import Message, ModelRequest
 ROUNDS = 7
 CALLS = 2000
 AGENT_RUNS = 500
+BUILTIN = [
+    "memory-cache",
+    "memory-store",
+    "prices",
+    "limits",
+    "console",
+    "jsonl",
+    "local-executor",
+    "basic-tools",
+    "scripted",
+]
 
 
 class BenchTools:
@@ -35,9 +59,12 @@ class BenchTools:
         register(add)
 
 
-async def main() -> None:
+async def main(installed: bool) -> None:
+    taskloom = {"store": "memory", "cache": "memory", "default_model": "fake"}
+    if not installed:
+        taskloom["plugins"] = [*BUILTIN, "bench-tools"]  # type: ignore[assignment]
     config = {
-        "taskloom": {"store": "memory", "cache": "memory", "default_model": "fake"},
+        "taskloom": taskloom,
         "models": {"fake": {"provider": "scripted", "default": "ok"}},
         "plugins": {"console": {"mode": "never"}},
     }
@@ -73,12 +100,18 @@ async def main() -> None:
         agent_rounds.append((time.perf_counter() - start) / AGENT_RUNS * 1e6)
         provider.requests.clear()
 
+    assert kernel.cache is not None
+    stats = kernel.cache.stats()
+    assert stats["hits"] == 0, f"the cache answered {stats['hits']} calls: the benchmark must miss every time"
     g = statistics.median(gateway_rounds)
     a = statistics.median(agent_rounds)
+    print(f"cache: {stats['misses']} misses, {stats['hits']} hits")
     print(f"gateway rounds (us/call): {', '.join(f'{x:.1f}' for x in gateway_rounds)}")
     print(f"agent rounds (us/run):    {', '.join(f'{x:.1f}' for x in agent_rounds)}")
     print(f"gateway_us={g:.1f} agent_tool_round_us={a:.1f}")
 
 
 if __name__ == "__main__":
-    anyio.run(main)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--installed", action="store_true", help="enable every installed plugin, not only built-ins")
+    anyio.run(main, parser.parse_args().installed)
