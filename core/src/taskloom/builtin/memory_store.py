@@ -12,7 +12,8 @@ A checkpoint is kept packed: one tuple of plain values (its usage and cost as ne
 a structured output as pickled bytes), rebuilt into a :class:`TaskRecord` when read. The
 garbage collector does not track such tuples, so a 10,000-task run does not leave some
 90,000 objects (records, their usage and cost, their dicts and field sets) for every full
-collection to walk. ``tasks`` still shows them as records.
+collection to walk. A run is kept with its spec and inputs pickled, for the same reason.
+``runs`` and ``tasks`` still show them as records.
 """
 
 from __future__ import annotations
@@ -148,52 +149,60 @@ def _record(kept: tuple[Any, ...] | TaskRecord) -> TaskRecord:
     return _copy_model(kept)
 
 
+# A run: the record without its spec and inputs, and those two pickled (a workflow of
+# 10,000 tasks is 20,000 dicts and lists as a spec, one bytes object pickled). A value pickle
+# refuses stays in the record, deep-copied.
+_KeptRun = tuple[RunRecord, dict[str, bytes]]
+_BIG = ("spec", "inputs")
+
+
+def _keep_run(run: RunRecord) -> _KeptRun:
+    blobs: dict[str, bytes] = {}
+    for name in _BIG:
+        try:
+            blobs[name] = pickle.dumps(getattr(run, name), pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            continue
+    return _copy_model(run, dict.fromkeys(blobs)), blobs
+
+
+def _run_record(kept: _KeptRun) -> RunRecord:
+    light, blobs = kept
+    return _copy_model(light, {name: pickle.loads(blob) for name, blob in blobs.items()})
+
+
 class MemoryStore:
     def __init__(self, keep_events: int = 10_000) -> None:
-        self.runs: dict[str, RunRecord] = {}
+        self._runs: dict[str, _KeptRun] = {}
         self._tasks: dict[str, dict[str, tuple[Any, ...] | TaskRecord]] = {}
         self.calls: list[CallRecord] = []
         self.tool_calls: list[ToolCallRecord] = []
         self.events: list[Event] = []
         self.keep_events = keep_events
-        # Per run, the pickled spec and inputs last saved with the copy made from them, so
-        # update_run (the status changes, the 10,000-task spec does not) keeps that copy.
-        self._run_blobs: dict[str, dict[str, tuple[bytes, Any]]] = {}
 
-    def _keep_run(self, run: RunRecord) -> RunRecord:
-        kept = self._run_blobs.get(run.id, {})
-        blobs: dict[str, tuple[bytes, Any]] = {}
-        for name in ("spec", "inputs"):
-            try:
-                blob = pickle.dumps(getattr(run, name), pickle.HIGHEST_PROTOCOL)
-            except Exception:
-                continue  # not picklable: _copy_model deep-copies it
-            previous = kept.get(name)
-            if previous is not None and previous[0] == blob:  # the same bytes: the same types and values
-                blobs[name] = previous
-            else:
-                blobs[name] = (blob, pickle.loads(blob))
-        self._run_blobs[run.id] = blobs
-        return _copy_model(run, {name: kept_copy for name, (_, kept_copy) in blobs.items()})
+    @property
+    def runs(self) -> dict[str, RunRecord]:
+        """Every run, by id (copies, rebuilt on each read)."""
+        return {run_id: _run_record(kept) for run_id, kept in self._runs.items()}
 
     async def create_run(self, run: RunRecord) -> None:
-        if run.id in self.runs:
+        if run.id in self._runs:
             raise ValueError(f"run {run.id} already exists")
-        self.runs[run.id] = self._keep_run(run)
+        self._runs[run.id] = _keep_run(run)
         self._tasks.setdefault(run.id, {})
 
     async def update_run(self, run: RunRecord) -> None:
-        if run.id not in self.runs:
+        if run.id not in self._runs:
             raise KeyError(f"unknown run {run.id}")
-        self.runs[run.id] = self._keep_run(run)
+        self._runs[run.id] = _keep_run(run)
 
     async def get_run(self, run_id: str) -> RunRecord | None:
-        run = self.runs.get(run_id)
-        return _copy_model(run) if run else None
+        kept = self._runs.get(run_id)
+        return _run_record(kept) if kept else None
 
     async def list_runs(self, limit: int = 50) -> list[RunRecord]:
-        runs = sorted(self.runs.values(), key=lambda r: r.started_at, reverse=True)
-        return [_copy_model(r) for r in runs[:limit]]
+        kept = sorted(self._runs.values(), key=lambda k: k[0].started_at, reverse=True)
+        return [_run_record(k) for k in kept[:limit]]
 
     @property
     def tasks(self) -> dict[str, dict[str, TaskRecord]]:
