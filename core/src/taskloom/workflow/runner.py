@@ -8,9 +8,10 @@ a slot, and *all* their resources in one step (all or nothing, so they cannot de
 when both are free.
 
 Started tasks are run by workers: anyio tasks of one task group that take jobs from a
-queue. A worker whose task finished goes straight on with a task that finish made ready,
-and only wakes an idle worker (or spawns one) for each further ready task, so a run of
-10,000 tasks spawns about as many workers as ran at once, not 10,000 anyio tasks.
+queue, most critical first (longest remaining path). A worker whose task finished goes
+straight on with a task that finish made ready, and only wakes an idle worker (or spawns
+one) for each further ready task, so a run of 10,000 tasks spawns about as many workers as
+ran at once, not 10,000 anyio tasks, and the task on the critical path starts at once.
 
 A failed attempt is retried after ``backoff * 2**(n-1)`` seconds; each attempt has the
 task's ``timeout``. ``fail-fast`` cancels running tasks (recorded ``interrupted``) at the
@@ -32,7 +33,6 @@ import heapq
 import secrets
 import signal
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -146,7 +146,7 @@ class _Engine:
         self.limit = spec.workflow.max_concurrency
         self.free = dict(spec.workflow.resources)
         self.queued = self.limit is not None or any(t.resources for t in graph.tasks)
-        self.priority = [-b for b in bottom_levels(graph)] if self.queued else []
+        self.priority = [-b for b in bottom_levels(graph)]
         self.heap: list[tuple[float, int]] = []
         self.running = 0
         self.scopes: dict[object, anyio.CancelScope] = {}
@@ -158,7 +158,8 @@ class _Engine:
         self.tg: Any = None
         # Workers: jobs ready to run, events of idle workers, workers woken or spawned that
         # have not looked at the queue yet, jobs running, and whether no job can come any more.
-        self.jobs: deque[tuple[Callable[..., Awaitable[None]], tuple[Any, ...]]] = deque()
+        self.jobs: list[tuple[float, int, Callable[..., Awaitable[None]], tuple[Any, ...]]] = []  # a heap
+        self.seq = 0
         self.idle: list[anyio.Event] = []
         self.waking = 0
         self.active = 0
@@ -291,9 +292,10 @@ class _Engine:
 
     # ------------------------------------------------------------------ workers
 
-    def _start(self, job: Callable[..., Awaitable[None]], *args: Any) -> None:
-        """Queue a job; the worker that made it ready, or :meth:`_supply`, sees it run."""
-        self.jobs.append((job, args))
+    def _start(self, job: Callable[..., Awaitable[None]], i: int, *args: Any) -> None:
+        """Queue a job about task i; the worker that made it ready, or :meth:`_supply`, sees it run."""
+        self.seq += 1
+        heapq.heappush(self.jobs, (self.priority[i], self.seq, job, (i, *args)))
 
     def _supply(self, taking: int) -> None:
         """Wake idle workers, or spawn new ones, until every queued job has a worker on its
@@ -313,7 +315,7 @@ class _Engine:
         while True:
             if jobs:
                 self._supply(1)
-                job, args = jobs.popleft()
+                _, _, job, args = heapq.heappop(jobs)
                 self.active += 1
                 try:
                     await job(*args)
