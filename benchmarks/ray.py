@@ -118,6 +118,7 @@ async def bench_mode(mode: str, seed: int, chain_len: int) -> tuple[float, float
 
 
 async def main(seed: int, modes: list[str], cpus: int, chain_len: int) -> None:
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # read by Ray at import: stay on 127.0.0.1
     import ray
 
     start = time.perf_counter()

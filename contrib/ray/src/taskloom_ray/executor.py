@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -27,10 +28,25 @@ from .config import RayConfig
 from .errors import RayClusterError, RemoteTaskError, WorkerLost
 from .worker import worker_config
 
+# Ray's switch for clusters of several machines; off, a head node binds to loopback.
+LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
 if TYPE_CHECKING:
     from taskloom.agent import Budget
     from taskloom.config import Settings
     from taskloom.kernel import Kernel
+
+
+def loopback_only() -> None:
+    """Make a local cluster this process starts live on 127.0.0.1.
+
+    By default Ray gives a new head node the machine's network address, and its processes
+    talk to each other through it. A cluster that taskloom starts is one machine's, so it
+    uses the loopback address instead and nothing leaves the host. Ray reads the setting
+    when it is first imported; a process that imported Ray already keeps Ray's default.
+    """
+    os.environ.setdefault(LOCAL_ONLY_ENV, "0")
+
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +98,8 @@ class RayExecutor:
             self._started = True
 
     def _start_sync(self) -> None:
+        if self.config.address is None:
+            loopback_only()
         try:
             import ray
         except ImportError as exc:  # pragma: no cover - ray is a dependency of the distribution
