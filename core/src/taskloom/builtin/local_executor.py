@@ -14,8 +14,11 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from taskloom import hookimpl
+from taskloom.agent import Agent, run_agent
 from taskloom.config import Settings
+from taskloom.types import RequestMeta, build
 from taskloom.workflow.executor import TaskOutcome, TaskSpec
+from taskloom.workflow.spec import AgentSpec
 
 if TYPE_CHECKING:
     from taskloom.agent import Budget
@@ -27,13 +30,16 @@ class LocalExecutor:
 
     name = "local"
 
-    async def run(self, spec: TaskSpec, kernel: Kernel, budget: Budget | None = None) -> TaskOutcome:
-        from taskloom.agent import Agent, run_agent
-        from taskloom.types import RequestMeta, build
+    def __init__(self) -> None:
+        # The agent built for each agent spec (the tasks of a workflow share a few), with
+        # the spec's fields when it was built: a spec changed since gets a new agent.
+        self._agents: dict[int, tuple[AgentSpec, dict[str, object], Agent]] = {}
 
-        # The agent, the metadata and the outcome are built from values validated already
-        # (the workflow spec, the agent's result), so they skip pydantic's validation.
-        a = spec.agent
+    def _agent(self, a: AgentSpec) -> Agent:
+        cached = self._agents.get(id(a))
+        if cached is not None and cached[0] is a and cached[1] == a.__dict__:
+            return cached[2]
+        # Built from values validated already (the workflow spec), so no validation again.
         agent = build(
             Agent,
             name=a.name,
@@ -47,8 +53,20 @@ class LocalExecutor:
             task_type=a.task_type,
             limits=a.limits,
         )
+        if len(self._agents) > 256:  # specs of finished runs
+            self._agents.clear()
+        self._agents[id(a)] = (a, {**a.__dict__, "tools": list(a.tools)}, agent)
+        return agent
+
+    async def run(self, spec: TaskSpec, kernel: Kernel, budget: Budget | None = None) -> TaskOutcome:
+        a = spec.agent
+        agent = self._agent(a)
+        # The metadata and the outcome too are built from values validated already.
         meta = build(RequestMeta, run_id=spec.run_id, task_id=spec.task_id, agent=a.name, user=spec.user)
-        meta.attempt = spec.attempt  # type: ignore[attr-defined]  # an extra: routers read it
+        extra = meta.model_extra
+        assert extra is not None  # RequestMeta keeps extra keys: routers read these
+        extra["attempt"] = spec.attempt
+        meta.model_fields_set.add("attempt")
         if spec.escalation_reason is not None:  # a retry: tell the router why the last attempt failed
             meta.escalation_reason = spec.escalation_reason  # type: ignore[attr-defined]
             meta.previous_error = spec.previous_error  # type: ignore[attr-defined]
