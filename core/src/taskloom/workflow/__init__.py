@@ -7,13 +7,50 @@ as each task's dependencies finish, checkpoints, and resumes.
 
 from __future__ import annotations
 
-from .builder import Workflow
-from .checks import Graph, check_workflow
-from .executor import Executor, TaskOutcome, TaskSpec
-from .planner import Plan, plan_workflow
-from .result import RunNotResumable, WorkflowResult
-from .runner import resume_workflow, run_workflow
-from .spec import AgentSpec, TaskDef, WorkflowSpec, load_workflow, parse_workflow
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .builder import Workflow
+    from .checks import Graph, check_workflow
+    from .executor import Executor, TaskOutcome, TaskSpec
+    from .planner import Plan, plan_workflow
+    from .result import RunNotResumable, WorkflowResult
+    from .runner import resume_workflow, run_workflow
+    from .spec import AgentSpec, TaskDef, WorkflowSpec, load_workflow, parse_workflow
+
+# Each name's module, imported on first use: an executor plugin imports
+# ``taskloom.workflow.executor`` at start-up, and that must not pull in Jinja2, the
+# checks, the planner and the runner (``taskloom plugins`` needs none of them).
+_WHERE = {
+    "Workflow": "builder",
+    "Graph": "checks",
+    "check_workflow": "checks",
+    "Executor": "executor",
+    "TaskOutcome": "executor",
+    "TaskSpec": "executor",
+    "Plan": "planner",
+    "plan_workflow": "planner",
+    "RunNotResumable": "result",
+    "WorkflowResult": "result",
+    "resume_workflow": "runner",
+    "run_workflow": "runner",
+    "AgentSpec": "spec",
+    "TaskDef": "spec",
+    "WorkflowSpec": "spec",
+    "load_workflow": "spec",
+    "parse_workflow": "spec",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "AgentSpec",
