@@ -56,8 +56,9 @@ def check_workflow(spec: WorkflowSpec, kernel: Kernel | None = None) -> Graph:
         problems.append(_problem(spec, None, "the workflow has no [[tasks]]"))
     compensations = spec.compensation_ids()
     capacities = spec.workflow.resources
+    declared = set(spec.workflow.inputs)
     for task in by_id.values():
-        problems.extend(_check_task(spec, task, by_id, compensations, capacities))
+        problems.extend(_check_task(spec, task, by_id, compensations, capacities, declared))
     if kernel is not None:
         problems.extend(check_names(spec, kernel))
     # The graph leaves out needs already reported (unknown tasks, a task needing itself),
@@ -72,7 +73,12 @@ def check_workflow(spec: WorkflowSpec, kernel: Kernel | None = None) -> Graph:
 
 
 def _check_task(
-    spec: WorkflowSpec, task: TaskDef, by_id: dict[str, TaskDef], compensations: set[str], capacities: dict[str, int]
+    spec: WorkflowSpec,
+    task: TaskDef,
+    by_id: dict[str, TaskDef],
+    compensations: set[str],
+    capacities: dict[str, int],
+    declared: set[str],
 ) -> list[str]:
     out: list[str] = []
     tid = task.id
@@ -111,8 +117,8 @@ def _check_task(
     if tid in compensations:
         readable = {t.id for t in by_id.values() if t.compensate == tid}
     for what, source, expr in (("prompt", task.prompt, False), ("when", task.when, True)):
-        if source is None:
-            continue
+        if source is None or (not expr and templates.is_literal(source)):
+            continue  # a literal prompt parses, and reads nothing
         error = templates.parse_error(source, expression=expr)
         if error:
             bad(f"{what} does not parse: {error}")
@@ -129,7 +135,7 @@ def _check_task(
                 bad(f"{what} reads outputs.{ref} but the task does not need {ref!r}; add it to needs")
             else:
                 bad(f"{what} reads outputs.{ref}: no task is named {ref!r}{did_you_mean(ref, by_id)}")
-        for ref in sorted(ins - set(spec.workflow.inputs)):
+        for ref in sorted(ins - declared):
             bad(
                 f"{what} reads inputs.{ref}, which is not declared{did_you_mean(ref, spec.workflow.inputs)}; add it under [workflow.inputs]"
             )
@@ -169,7 +175,7 @@ def build_graph(spec: WorkflowSpec) -> Graph:
     tasks = [t for t in spec.tasks if t.id not in compensations]
     ids = [t.id for t in tasks]
     index = {tid: i for i, tid in enumerate(ids)}
-    deps = [tuple(index[n] for n in t.needs if n in index and n != t.id) for t in tasks]
+    deps = [tuple([index[n] for n in t.needs if n in index and n != t.id]) for t in tasks]
     dependants: list[list[int]] = [[] for _ in tasks]
     for i, ds in enumerate(deps):
         for d in ds:
