@@ -112,4 +112,9 @@ class RunStore(Protocol):
 
     async def get_tool_calls(self, run_id: str) -> list[ToolCallRecord]: ...
 
+    async def get_events(self, run_id: str) -> list[Event]:
+        """The events recorded for a run, oldest first (events written in batches are
+        flushed first, so everything recorded before the call is returned)."""
+        ...
+
     async def aclose(self) -> None: ...

@@ -232,6 +232,9 @@ class MemoryStore:
     async def get_tool_calls(self, run_id: str) -> list[ToolCallRecord]:
         return [c for c in self.tool_calls if c.run_id == run_id]
 
+    async def get_events(self, run_id: str) -> list[Event]:
+        return [e for e in self.events if e.run_id == run_id]
+
     async def aclose(self) -> None:
         return None
 

@@ -239,9 +239,24 @@ class StoreConformance:
         assert got[0].cost == Decimal("0.005") and isinstance(got[0].cost, Decimal)
 
     @pytest.mark.anyio
-    async def test_events_are_accepted(self, store: RunStore) -> None:
+    async def test_events_are_kept_per_run_in_order(self, store: RunStore) -> None:
+        await store.create_run(make_run())
+        await store.create_run(make_run("run-2"))
         await store.record_event(Event(kind="run.start", run_id="run-1", data={"tasks": 3}))
-        await store.record_event(Event(kind="model.call", data={"usage": Usage(), "cost": Cost(total=Decimal(1))}))
+        await store.record_event(Event(kind="run.start", run_id="run-2", data={"tasks": 1}))
+        await store.record_event(
+            Event(
+                kind="model.call", run_id="run-1", task_id="t1", data={"usage": Usage(), "cost": Cost(total=Decimal(1))}
+            )
+        )
+        await store.record_event(Event(kind="untagged", data={}))  # no run: kept, and in no run's list
+        events = await store.get_events("run-1")
+        assert [e.kind for e in events] == ["run.start", "model.call"]
+        assert events[0].data == {"tasks": 3} and events[1].task_id == "t1"
+        cost = events[1].data["cost"]  # the object itself, or its JSON form in a store that serialises
+        assert Decimal(str(cost.total if isinstance(cost, Cost) else cost["total"])) == 1, events[1].data
+        assert [e.data for e in await store.get_events("run-2")] == [{"tasks": 1}]
+        assert await store.get_events("no-such-run") == []
 
     @pytest.mark.anyio
     async def test_ledger_of_a_finished_run_sums_exactly(self, store: RunStore) -> None:
