@@ -433,7 +433,8 @@ class _Engine:
                 self.state[i] = "pending"  # it never started; resume runs it
                 self.records[i] = None
                 return
-            self._emit("task.start", record, {"attempt": record.attempts + 1})
+            if self.emitting:  # the payload is built only for sinks
+                self._emit("task.start", record, {"attempt": record.attempts + 1})
             outcome = await self._try(task, record, i, lambda: self.stopping in ("failed", "interrupted"))
             await self._settle(i, record, outcome)
         except BaseException:
@@ -518,9 +519,10 @@ class _Engine:
             saved = await self._save(record)  # the checkpoint, before any dependant starts
             self.state[i] = "succeeded"
             self.outputs[record.task_id] = outcome.output
-            self._emit(
-                "task.succeed", record, {"usage": record.usage, "cost": record.cost, "attempts": record.attempts}
-            )
+            if self.emitting:
+                self._emit(
+                    "task.succeed", record, {"usage": record.usage, "cost": record.cost, "attempts": record.attempts}
+                )
             if saved:  # else the run stops: dependants must not build on an unsaved result
                 self._complete(i)
         elif outcome.budget_stop:
