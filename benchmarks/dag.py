@@ -14,7 +14,11 @@ Prints:
   time divided by tasks, best of three (all of it is engine: scheduling, templating,
   checkpoints, agent loop, gateway, provider call); and, for reference, the scheduler
   alone (an executor that returns at once);
-* peak memory of the process (max RSS) in MiB.
+* peak memory of the process (max RSS) in MiB;
+* for reference, the event loop's own floor: the tasks of each DAG's critical path slept
+  one after the other with ``anyio.sleep`` and nothing else. asyncio wakes a timer up to
+  a millisecond late (epoll waits whole milliseconds, rounded up), so even this chain
+  takes longer than the sum of its delays; the engine cannot do better than this ratio.
 
 ``--quick`` runs fewer repetitions (3 and 1), never a smaller DAG.
 
@@ -163,6 +167,18 @@ def peak_mib() -> float:
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
 
+async def floor_ratio(layers: int, width: int, seed: int) -> float:
+    """Makespan / critical path of the critical path's tasks slept one after the other."""
+    spec, durations = layered_dag(layers, width, seed)
+    graph = check_workflow(spec)
+    path, critical, _, _ = critical_path(graph)
+    delays = [durations[graph.index[tid]] for tid in path]
+    start = time.perf_counter()
+    for delay in delays:
+        await anyio.sleep(delay)
+    return (time.perf_counter() - start) / critical
+
+
 async def median_ratio(label: str, layers: int, width: int, seed: int, runs: int) -> float:
     ratios = []
     for n in range(runs):
@@ -186,6 +202,8 @@ async def main(seed: int, quick: bool) -> None:
         print(f"scheduler alone: {sched:.1f} us per task (same DAG, an executor that returns at once)")
         mib = peak_mib()
         print(f"peak memory (max RSS): {mib:.1f} MiB")
+        f1, f2 = await floor_ratio(20, 50, seed), await floor_ratio(100, 100, seed)
+        print(f"event-loop floor (the critical path slept as a bare chain): 1k {f1:.3f}, 10k {f2:.3f}")
     print(f"dag1k_ratio={r1:.3f} dag10k_ratio={r2:.3f} overhead_us_per_task={us:.1f} peak_mib={mib:.1f}")
 
 
