@@ -76,6 +76,47 @@ def test_config_schema_includes_plugin_sections(config: Path) -> None:
     assert "taskloom" in schema["properties"]
 
 
+def test_config_schema_includes_disabled_plugins(tmp_path: Path) -> None:
+    config = tmp_path / "taskloom.toml"
+    config.write_text('[taskloom]\nplugins = ["memory-store"]\nstore = "memory"\n')
+    result = CliRunner().invoke(main, ["--config", str(config), "config", "schema"])
+    assert result.exit_code == 0, result.output
+    plugins = json.loads(result.stdout)["properties"]["plugins"]["properties"]
+    # Neither is enabled, yet a user writing their file gets both sections.
+    assert "max_entries" in plugins["memory-cache"]["properties"]
+    assert "tiers" in plugins["limits"]["properties"]
+
+
+def test_config_schema_leaves_out_a_plugin_whose_model_raises(tmp_path: Path) -> None:
+    from taskloom import hookimpl
+    from taskloom.testing import register_plugin
+
+    class Broken:
+        @hookimpl
+        def taskloom_config_model(self) -> object:
+            raise RuntimeError("no model today")
+
+    config = tmp_path / "taskloom.toml"
+    config.write_text('[taskloom]\nplugins = ["memory-cache", "broken"]\nstore = "memory"\n')
+    with register_plugin(Broken(), "broken"):
+        result = CliRunner().invoke(main, ["--config", str(config), "config", "schema"])
+    assert result.exit_code == 0, result.output
+    assert (
+        "warning: plugin broken: its configuration model is left out of the schema (RuntimeError: no model today)"
+        in (result.stderr)
+    )
+    plugins = json.loads(result.stdout)["properties"]["plugins"]["properties"]
+    assert "broken" not in plugins and "memory-cache" in plugins
+
+
+def test_a_model_table_typo_suggests_the_kernel_key(tmp_path: Path) -> None:
+    config = tmp_path / "taskloom.toml"
+    config.write_text('[taskloom]\nstore = "memory"\n[models.fake]\nprovider = "scripted"\nfallback = ["x"]\n')
+    result = CliRunner().invoke(main, ["--config", str(config), "ask", "hi", "--model", "fake"])
+    assert result.exit_code == 2
+    assert "[models.fake] unknown key 'fallback' (did you mean 'fallbacks'?)" in result.output
+
+
 def test_config_error_is_one_line_exit_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[taskloom\n")

@@ -163,13 +163,33 @@ def config(ctx: click.Context, as_json: bool) -> None:
 @config.command("schema")
 @click.pass_context
 def config_schema(ctx: click.Context) -> None:
-    """Print the JSON Schema of the configuration file, with every plugin's section."""
+    """Print the JSON Schema of the configuration file, with every installed plugin's
+    section (disabled plugins are imported for this, to ask them for their model)."""
     from .config import settings_schema
+    from .plugins import discover
 
     kernel = get_kernel(ctx)
-    models = {}
-    for impl in kernel.plugins.pm.hook.taskloom_config_model.get_hookimpls():
-        models[impl.plugin_name] = impl.function()
+    models: dict[str, Any] = {}
+    problems: dict[str, str] = {}
+    for plugin, function in kernel.plugins.impls("taskloom_config_model"):
+        try:
+            models[plugin] = function()
+        except Exception as exc:
+            problems[plugin] = f"{type(exc).__name__}: {exc}"
+    for name, eps in sorted(discover().items()):
+        info = kernel.plugins.infos.get(name)
+        if name in models or name in problems or (info is not None and info.status != "disabled"):
+            continue  # asked above, or failed to load (``taskloom plugins`` says why)
+        try:
+            obj = eps[0].load()
+            if isinstance(obj, type):
+                obj = obj()
+            hook = getattr(obj, "taskloom_config_model", None)
+            models[name] = hook() if hook is not None else None
+        except Exception as exc:
+            problems[name] = f"{type(exc).__name__}: {exc}"
+    for name, problem in sorted(problems.items()):
+        click.echo(f"warning: plugin {name}: its configuration model is left out of the schema ({problem})", err=True)
     echo_json(settings_schema(models))
 
 

@@ -316,6 +316,9 @@ def format_validation_error(
         place = f"{where}: [{path}]" if path else f"{where}:"
         if err["type"] == "extra_forbidden":
             known = _known_keys(model, loc[:-1]) if model else []
+            if table.startswith("models.") and len(loc) == 1:
+                # A provider's options sit in the same table as the kernel's own keys.
+                known += [k for k in ModelConfig.model_fields if k != "alias"]
             lines.append(f"{place} unknown key {key!r}{did_you_mean(key, known)}")
         elif err["type"] == "missing":
             lines.append(f"{place} missing required key {key!r}")
