@@ -255,7 +255,7 @@ def test_inprocess_plugin_is_removed_after_the_block() -> None:
 
 
 async def test_trace_plugins_prints_every_hook_call(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     class Router:
         @hookimpl
@@ -268,6 +268,11 @@ async def test_trace_plugins_prints_every_hook_call(
             {
                 "taskloom": {"store": "memory", "router": "trace-router"},
                 "models": {"fake": {"provider": "scripted", "default": "ok"}},
+                # a tier, so limits checks model calls; a path, so jsonl wants events
+                "plugins": {
+                    "limits": {"tiers": {"free": {"requests_per_minute": 100}}, "default_tier": "free"},
+                    "jsonl": {"path": str(tmp_path / "events.jsonl")},
+                },
             }
         )
     err = capsys.readouterr().err
@@ -276,6 +281,8 @@ async def test_trace_plugins_prints_every_hook_call(
     assert "taskloom: hook taskloom_configure -> [prices]" in err
     assert "taskloom: hook taskloom_register_providers -> [scripted]" in err
     assert "taskloom: hook taskloom_register_caches [memory-cache] returned None" in err
+    assert "taskloom: hook taskloom_check_kinds [limits] returned None" in err
+    assert "taskloom: hook taskloom_wants_events [jsonl] returned True" in err
     await kernel.gateway.complete(ModelRequest(model="auto", messages=[Message.user("hi")]))
     err = capsys.readouterr().err
     # Every decision hook of one call: policy (per plugin), routing, pricing, sinks.
@@ -318,3 +325,180 @@ def test_taskloom_plugin_fixture(taskloom_plugin) -> None:  # type: ignore[no-un
 
     with pytest.raises(PolicyDenied, match="denied by deny: nothing today"):
         kernel.check(Action(kind="run"))
+
+
+class _Sink:
+    """A sink that records every event, and answers ``taskloom_wants_events`` with ``wants``."""
+
+    def __init__(self, wants: object) -> None:
+        self.wants = wants
+        self.events: list[str] = []
+
+    @hookimpl
+    def taskloom_wants_events(self, settings):  # type: ignore[no-untyped-def]
+        if isinstance(self.wants, Exception):
+            raise self.wants
+        return self.wants
+
+    @hookimpl
+    def taskloom_event(self, event):  # type: ignore[no-untyped-def]
+        self.events.append(event.kind)
+
+
+class _PlainSink:
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    @hookimpl
+    def taskloom_event(self, event):  # type: ignore[no-untyped-def]
+        self.events.append(event.kind)
+
+
+BUILTIN = ["memory-cache", "memory-store", "prices", "limits", "console", "jsonl", "scripted"]
+
+
+def _scripted(*extra: str, **plugins: object) -> dict[str, object]:
+    """Config for the built-in plugins, the in-process plugins ``extra`` and a scripted model."""
+    return {
+        "taskloom": {"store": "memory", "default_model": "fake", "plugins": [*BUILTIN, *extra]},
+        "models": {"fake": {"provider": "scripted", "default": "ok"}},
+        "plugins": plugins,
+    }
+
+
+async def test_an_inactive_sink_gets_no_event_and_an_active_one_gets_every_event() -> None:
+    from taskloom import Agent, run_agent
+
+    off, on, plain = _Sink(False), _Sink(True), _PlainSink()
+    with register_plugin(off, "off-sink"), register_plugin(on, "on-sink"), register_plugin(plain, "plain-sink"):
+        kernel = _kernel(_scripted("off-sink", "on-sink", "plain-sink"))
+    assert kernel.has_sinks
+    result = await run_agent(kernel, Agent(name="a"), "hello")
+    assert result.ok
+    assert off.events == []
+    assert on.events == ["agent.start", "model.call", "agent.finish"]
+    assert plain.events == on.events  # no answer: every event
+
+
+async def test_with_every_sink_inactive_no_event_is_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The built-in sinks as a user has them outside a terminal (console prints nothing,
+    jsonl has no path, limits has no tier) all say they want no events."""
+    from taskloom import Agent, run_agent
+    from taskloom import types as taskloom_types
+
+    monkeypatch.delenv("TASKLOOM_PROGRESS", raising=False)
+    monkeypatch.delenv("TASKLOOM_EVENTS_JSONL", raising=False)
+    off = _Sink(False)
+    with register_plugin(off, "off-sink"):
+        kernel = _kernel(_scripted("off-sink", console={"mode": "never"}))
+    assert not kernel.has_sinks
+
+    def no_events(*args: object, **kwargs: object) -> None:
+        raise AssertionError("an event was emitted with no sink that wants it")
+
+    monkeypatch.setattr(kernel, "emit", no_events)
+    built = taskloom_types.build
+
+    def build(cls, /, **values):  # type: ignore[no-untyped-def]
+        assert cls is not taskloom_types.Event, "an event was built with no sink that wants it"
+        return built(cls, **values)
+
+    import taskloom.agent
+    import taskloom.gateway
+
+    monkeypatch.setattr(taskloom.agent, "build", build)
+    monkeypatch.setattr(taskloom.gateway, "build", build)
+    result = await run_agent(kernel, Agent(name="a"), "hello")
+    assert result.ok and result.text == "ok"
+
+
+def test_builtin_sinks_want_events_when_configured_to_show_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TASKLOOM_PROGRESS", raising=False)
+    kernel = _kernel(
+        {
+            "taskloom": {"store": "memory", "plugins": BUILTIN},
+            "plugins": {
+                "console": {"mode": "always"},
+                "jsonl": {"path": str(tmp_path / "e.jsonl")},
+                "limits": {"tiers": {"free": {"tokens_per_day": 10}}},
+            },
+        }
+    )
+    assert sorted(p for p, _ in kernel._sinks) == ["console", "jsonl", "limits"]
+    kernel = _kernel(
+        {
+            "taskloom": {"store": "memory", "plugins": BUILTIN},
+            "plugins": {"console": {"mode": "never"}, "limits": {"tiers": {"free": {"allowed_tools": []}}}},
+        }
+    )
+    assert [p for p, _ in kernel._sinks] == []  # a tier that counts no tokens or runs needs no events
+
+
+def test_a_sink_whose_answer_raises_gets_every_event(capsys: pytest.CaptureFixture[str]) -> None:
+    broken = _Sink(RuntimeError("no idea"))
+    with register_plugin(broken, "broken-sink"):
+        kernel = _kernel()
+    kernel.emit(__import__("taskloom").Event(kind="x.y"))
+    assert broken.events == ["x.y"]
+    assert "plugin broken-sink raised in taskloom_wants_events (RuntimeError: no idea)" in capsys.readouterr().err
+
+
+class _Policy:
+    """A policy that records the kinds it is asked about and answers ``taskloom_check_kinds``."""
+
+    def __init__(self, kinds: object) -> None:
+        self.kinds = kinds
+        self.seen: list[str] = []
+
+    @hookimpl
+    def taskloom_check_kinds(self, settings):  # type: ignore[no-untyped-def]
+        return self.kinds
+
+    @hookimpl
+    def taskloom_check(self, action, settings):  # type: ignore[no-untyped-def]
+        self.seen.append(action.kind)
+
+
+async def test_a_policy_sees_only_the_kinds_it_checks(capsys: pytest.CaptureFixture[str]) -> None:
+    from taskloom import Agent, run_agent
+
+    only_tools, every, bad = _Policy(["tool_call"]), _Policy(None), _Policy("tool_call")
+    with register_plugin(only_tools, "tools-policy"), register_plugin(every, "every-policy"):
+        with register_plugin(bad, "bad-policy"):
+            kernel = _kernel(_scripted("tools-policy", "every-policy", "bad-policy"))
+    provider = kernel.provider("fake")
+    provider.add_tool_call("add", {"a": 1, "b": 2}).add_text("3")
+    kernel.tools.register(lambda a, b: a + b, name="add")
+    result = await run_agent(kernel, Agent(name="a", tools=["add"]), "add")
+    assert result.ok and result.tool_calls[0].result == "3"
+    assert only_tools.seen == ["tool_call"]
+    calls = ["model_call", "deployment"]
+    assert every.seen == [*calls, "tool_call", *calls]
+    assert bad.seen == every.seen  # a string is not a list of kinds: asked about every kind
+    assert "taskloom_check_kinds returned 'tool_call', not a list of action kinds" in capsys.readouterr().err
+    assert kernel.checked == {"model_call", "deployment", "tool_call", "run", "delegate"}
+
+
+async def test_a_policy_that_checks_no_kind_is_never_called() -> None:
+    from taskloom import Denial
+    from taskloom.types import Action
+
+    class Deny(_Policy):
+        @hookimpl
+        def taskloom_check(self, action, settings):  # type: ignore[no-untyped-def]
+            self.seen.append(action.kind)
+            return Denial(reason="no", plugin="deny")
+
+    deny = Deny(["run"])
+    with register_plugin(deny, "deny"):
+        kernel = _kernel(_scripted("deny", limits={"context_check": False}))
+    assert kernel.checked == {"run"}
+    response = await kernel.gateway.complete(ModelRequest(model="fake", messages=[Message.user("hi")]))
+    assert response.text == "ok"
+    from taskloom.errors import PolicyDenied
+
+    with pytest.raises(PolicyDenied, match="no"):
+        kernel.check(Action(kind="run"))
+    assert deny.seen == ["run"]

@@ -455,7 +455,7 @@ async def _run_tool_call(state: _Run, tools: dict[str, Tool], call: ToolCall) ->
         result = await kernel.tools.call(call, allowed=set(tools))
     else:
         try:
-            if kernel.has_policies:
+            if "tool_call" in kernel.checked:
                 kernel.check(
                     build(Action, kind="tool_call", tool=call.name, arguments=call.arguments, metadata=state.meta)
                 )

@@ -112,7 +112,7 @@ class Gateway:
         kernel = self.kernel
         if not request.model:
             request.model = self.settings.taskloom.default_model
-        if kernel.has_policies:
+        if "model_call" in kernel.checked:
             kernel.check(build(Action, kind="model_call", request=request, metadata=request.metadata))
         chain = kernel.route(request)
         if chain:
@@ -150,7 +150,7 @@ class Gateway:
                 "cache-get", f"cache read failed ({type(exc).__name__}: {exc}); calling the model"
             )
             return None
-        if self.kernel.has_policies:
+        if "deployment" in self.kernel.checked:
             # The cached answer came from response.alias (maybe a fallback): it is only
             # served to a caller that may use that model.
             try:
@@ -215,7 +215,7 @@ class Gateway:
         if position and self.kernel.has_sinks:
             self.kernel.emit(self._event("model.fallback", request, {"alias": alias, "after": chain[position - 1]}))
         provider = self.kernel.provider(alias)
-        if self.kernel.has_policies:
+        if "deployment" in self.kernel.checked:
             try:
                 self._check_deployment(request, alias, provider)
             except PolicyDenied as exc:

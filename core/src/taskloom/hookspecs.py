@@ -172,6 +172,33 @@ def taskloom_event(event: Event) -> None:
 
 
 @hookspec
+def taskloom_wants_events(settings: Settings) -> bool | None:
+    """Say whether this plugin's progress sink wants events with this configuration.
+
+    Called once at assembly, after ``taskloom_configure``, for each plugin that implements
+    ``taskloom_event``. Return False when the sink would drop every event (a ``jsonl``
+    sink with no path, a ``console`` that prints nothing): it then receives none, and
+    when no sink wants events the kernel builds none at all. Return True or None (or do
+    not implement the hook) to receive every event. The answer holds for the kernel's
+    life; an exception here is reported once and the sink receives every event.
+    """
+
+
+@hookspec
+def taskloom_check_kinds(settings: Settings) -> list[str] | None:
+    """Say which action kinds this plugin's policy checks with this configuration.
+
+    Called once at assembly, after ``taskloom_configure``, for each plugin that implements
+    ``taskloom_check``. Return the kinds (``model_call``, ``deployment``, ``tool_call``,
+    ``delegate``, ``run``) whose actions ``taskloom_check`` should see; it is then not
+    called for the others, and an action of a kind no policy checks is allowed without
+    being built. Return None (or do not implement the hook) to check every kind. The
+    answer holds for the kernel's life; an exception here is reported once and the
+    policy checks every kind.
+    """
+
+
+@hookspec
 def taskloom_tool_price(name: str, arguments: dict[str, Any], settings: Settings) -> Cost | None:
     """Price one call of a tool (cost model for tools).
 

@@ -17,7 +17,7 @@ from .config import ModelConfig, Settings, did_you_mean, load_settings
 from .errors import ConfigError, PolicyDenied, TaskloomError
 from .plugins import HookFailed, PluginManager
 from .tools import Tool, ToolRegistry
-from .types import Action, Cache, Cost, Denial, Event, ModelRequest, Provider, RequestMeta, Usage
+from .types import ACTION_KINDS, Action, Cache, Cost, Denial, Event, ModelRequest, Provider, RequestMeta, Usage
 
 if TYPE_CHECKING:
     from .gateway import Gateway
@@ -88,9 +88,14 @@ class Kernel:
         self._pricers = plugins.impls("taskloom_price")
         self._tool_pricers = plugins.impls("taskloom_tool_price")
         self._policies = plugins.impls("taskloom_check")
-        self._sinks = plugins.impls("taskloom_event")
+        self._sinks = self._active_sinks(plugins.impls("taskloom_event"))
         self.has_sinks = bool(self._sinks)
+        """Whether any sink wants events: when not, callers build no event at all."""
         self.has_policies = bool(self._policies)
+        self._policies_for = self._policies_by_kind()
+        self.checked = frozenset(kind for kind, impls in self._policies_for.items() if impls)
+        """The action kinds at least one policy checks: an action of another kind is
+        allowed without building it (``"tool_call" in kernel.checked``)."""
 
     # ---------------------------------------------------------------- assembly
 
@@ -126,6 +131,49 @@ class Kernel:
         except Exception as exc:
             undo(plugin)
             self.plugins.fail(plugin, f"{hook_name} raised {type(exc).__name__}: {exc}")
+
+    def _active_sinks(self, sinks: list[tuple[str, Callable[..., Any]]]) -> list[tuple[str, Callable[..., Any]]]:
+        """The sinks whose plugin wants events (``taskloom_wants_events``; a plugin that
+        does not answer, or raises, gets every event)."""
+        answers = self._answers("taskloom_wants_events", {p for p, _ in sinks})
+        return [(plugin, sink) for plugin, sink in sinks if answers.get(plugin) is not False]
+
+    def _policies_by_kind(self) -> dict[str, list[tuple[str, Callable[..., Any]]]]:
+        """For each action kind, the policies that check it (``taskloom_check_kinds``;
+        a plugin that does not answer, or answers with something that is not a list of
+        kinds, checks every kind)."""
+        answers = self._answers("taskloom_check_kinds", {p for p, _ in self._policies})
+        kinds: dict[str, list[tuple[str, Callable[..., Any]]]] = {k: [] for k in ACTION_KINDS}
+        for plugin, policy in self._policies:
+            wanted = answers.get(plugin)
+            if wanted is not None and not (
+                isinstance(wanted, list | tuple | set | frozenset) and all(isinstance(k, str) for k in wanted)
+            ):
+                self.plugins.warn_once(
+                    f"taskloom_check_kinds:{plugin}",
+                    f"plugin {plugin}: taskloom_check_kinds returned {wanted!r:.80}, not a list of action kinds; "
+                    "it is asked about every kind",
+                )
+                wanted = None
+            for kind, impls in kinds.items():
+                if wanted is None or kind in wanted:
+                    impls.append((plugin, policy))
+        return kinds
+
+    def _answers(self, hook_name: str, plugins: set[str]) -> dict[str, Any]:
+        """Each of ``plugins``' answer to a once-per-kernel question hook; one that raises
+        is reported once and left out (the caller's default applies)."""
+        answers: dict[str, Any] = {}
+        for plugin, function in self.plugins.impls(hook_name):
+            if plugin not in plugins:
+                continue
+            try:
+                answers[plugin] = function(settings=self.settings)
+            except Exception as exc:
+                self.plugins.warn_once(
+                    f"{hook_name}:{plugin}", f"plugin {plugin} raised in {hook_name} ({type(exc).__name__}: {exc})"
+                )
+        return answers
 
     # ---------------------------------------------------------------- components
 
@@ -195,7 +243,7 @@ class Kernel:
     def check(self, action: Action) -> None:
         """Run every policy; raise PolicyDenied with the first denial's reason."""
         settings = self.settings
-        for plugin, policy in self._policies:
+        for plugin, policy in self._policies_for.get(action.kind, self._policies):
             try:
                 denial: Denial | None = policy(action=action, settings=settings)
             except Exception as exc:

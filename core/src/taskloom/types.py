@@ -385,12 +385,16 @@ class Denial(_Model):
     plugin: str = ""
 
 
+ActionKind = Literal["model_call", "deployment", "tool_call", "run", "delegate"]
+ACTION_KINDS: tuple[ActionKind, ...] = ("model_call", "deployment", "tool_call", "run", "delegate")
+
+
 class Action(_Model):
     """What the policy hook is asked about."""
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, defer_build=True)
 
-    kind: Literal["model_call", "deployment", "tool_call", "run", "delegate"]
+    kind: ActionKind
     """``model_call``: a call enters the gateway (once per call, for the requested alias);
     ``deployment``: the gateway is about to call one deployment of the chain (the routed
     choice or a fallback), named by ``model``, its provider object in ``provider`` (None

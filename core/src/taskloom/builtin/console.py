@@ -93,6 +93,10 @@ class ConsoleSink:
         else:
             self.active = cfg.mode == "always"
 
+    @hookimpl
+    def taskloom_wants_events(self, settings: Settings) -> bool:
+        return self.active
+
     def _out(self) -> Any:
         if self.console is None:
             from rich.console import Console

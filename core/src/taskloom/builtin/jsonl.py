@@ -45,6 +45,10 @@ class JsonlSink:
             self.open(path)
 
     @hookimpl
+    def taskloom_wants_events(self, settings: Settings) -> bool:
+        return self.file is not None
+
+    @hookimpl
     def taskloom_event(self, event: Event) -> None:
         if self.file is None:
             return

@@ -97,6 +97,19 @@ class Limits:
         return (name, found) if found is not None else None
 
     @hookimpl
+    def taskloom_check_kinds(self, settings: Settings) -> list[str] | None:
+        """With no tiers only deployments are checked (the context window), or nothing."""
+        if self.config.tiers:
+            return None
+        return ["deployment"] if self.config.context_check else []
+
+    @hookimpl
+    def taskloom_wants_events(self, settings: Settings) -> bool:
+        """Events feed the per-day token counts and the concurrent runs: only tiers that
+        cap them need them."""
+        return any(t.tokens_per_day is not None or t.concurrent_runs is not None for t in self.config.tiers.values())
+
+    @hookimpl
     def taskloom_check(self, action: Action, settings: Settings) -> Denial | None:
         kind = action.kind
         if kind == "deployment":
