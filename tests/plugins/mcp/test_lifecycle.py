@@ -336,3 +336,45 @@ async def test_a_server_that_failed_at_assembly_is_listed_later_and_cached(make_
     again = make_kernel(servers)  # the listing was cached: registered without starting the server
     assert taskloom_mcp.bridge_of(again).connections["lab"].status == "stopped"
     assert "lab.echo" in again.tools
+
+
+# ---------------------------------------------------------------- the hand-off to the hub
+
+
+async def test_hub_call_returns_raises_and_cancels_on_the_hub() -> None:
+    import asyncio
+    import threading
+
+    from taskloom_mcp.hub import Hub
+
+    hub = Hub("test-hub")
+    try:
+
+        async def where() -> str:
+            return threading.current_thread().name
+
+        assert await hub.call(where()) == "test-hub"
+
+        async def fails() -> None:
+            raise ValueError("from the hub")
+
+        with pytest.raises(ValueError, match="from the hub"):
+            await hub.call(fails())
+
+        stopped = threading.Event()
+
+        async def forever() -> None:
+            try:
+                await asyncio.sleep(30)
+            finally:
+                stopped.set()
+
+        with anyio.move_on_after(0.2) as scope:
+            await hub.call(forever())
+        assert scope.cancelled_caught
+        assert await anyio.to_thread.run_sync(stopped.wait, 10.0), "cancelling the caller did not cancel the hub task"
+    finally:
+        hub.close()
+    closed = hub.call(where())
+    with pytest.raises(RuntimeError, match="hub is closed"):
+        await closed

@@ -145,3 +145,58 @@ def test_no_servers_configured_costs_nothing() -> None:
     kernel = load_kernel({"taskloom": {"plugins": ["mcp"]}})
     assert taskloom_mcp.bridge_of(kernel) is None
     assert not [t for t in kernel.tools if t.plugin == "mcp"]
+
+
+QUICK_SCHEMAS = [
+    {"type": "object", "properties": {"timezone": {"type": "string", "title": "Timezone"}}, "required": ["timezone"]},
+    {"type": "object", "properties": {"n": {"type": "integer"}, "x": {"type": ["number", "null"]}}},
+    {
+        "type": "object",
+        "properties": {"flag": {"type": "boolean"}, "tags": {"type": "array"}},
+        "additionalProperties": False,
+    },
+    {"type": "object", "properties": {"any": {}, "o": {"type": "object"}}, "required": ["any"]},
+]
+QUICK_VALUES = [
+    {},
+    {"timezone": "UTC"},
+    {"timezone": 42},
+    {"timezone": None},
+    {"n": 1, "x": 2.5},
+    {"n": True},
+    {"n": 1.0},
+    {"n": 1.5, "x": None},
+    {"x": "no"},
+    {"flag": 0},
+    {"flag": False, "tags": []},
+    {"flag": True, "other": 1},
+    {"tags": {}},
+    {"any": None, "o": {"a": 1}},
+    {"any": 1, "o": []},
+]
+
+
+@pytest.mark.parametrize("schema", QUICK_SCHEMAS)
+def test_the_quick_argument_check_agrees_with_jsonschema(schema: dict) -> None:
+    import jsonschema
+    from taskloom_mcp.results import ArgumentChecker
+
+    checker = ArgumentChecker(schema)
+    assert checker._quick is not None, "these schemas are meant to take the quick path"
+    validator = jsonschema.Draft202012Validator(schema)
+    for value in QUICK_VALUES:
+        expected = sorted(e.message for e in validator.iter_errors(value))
+        assert bool(checker.problems(value)) == bool(expected), (value, expected)
+        if checker._quick(value):
+            assert not expected, f"the quick check passed {value!r}, which jsonschema rejects: {expected}"
+
+
+def test_other_schemas_go_to_jsonschema() -> None:
+    from taskloom_mcp.results import ArgumentChecker
+
+    pattern = ArgumentChecker({"type": "object", "properties": {"s": {"type": "string", "pattern": "^a"}}})
+    assert pattern._quick is None
+    assert pattern.problems({"s": "b"}) == ["s: 'b' does not match '^a'"]
+    assert pattern.problems({"s": "abc"}) == []
+    nested = ArgumentChecker({"type": "object", "$defs": {"x": {"type": "string"}}, "properties": {}})
+    assert nested._quick is None

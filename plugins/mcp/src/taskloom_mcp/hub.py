@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import contextlib
 import logging
 import threading
 import weakref
@@ -90,14 +91,19 @@ class Hub:
 
     async def call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Await ``coro`` on the hub from another event loop; cancelling the caller cancels it."""
-        future = self.submit(coro)
         try:
-            asyncio.get_running_loop()
+            caller = asyncio.get_running_loop()
         except RuntimeError:  # another async library (trio): wait in a worker thread
             import anyio.to_thread
 
+            future = self.submit(coro)
             return await anyio.to_thread.run_sync(future.result, abandon_on_cancel=True)
-        return await asyncio.wrap_future(future)
+        try:
+            loop = self.loop
+        except RuntimeError:
+            coro.close()
+            raise
+        return await _handed_over(loop, caller, coro)
 
     def on_close(self, closer: Any) -> None:
         """Register an async callable run on the hub loop by :meth:`close`."""
@@ -128,6 +134,64 @@ class Hub:
         thread.join(timeout)
         if not thread.is_alive():
             loop.close()
+
+
+async def _handed_over(
+    loop: asyncio.AbstractEventLoop, caller: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]
+) -> T:
+    """Run ``coro`` as a task on ``loop`` (the hub) and await its outcome on ``caller``.
+
+    One wake-up each way and nothing else: the task's outcome is copied straight into a
+    future of the caller's loop, with none of ``run_coroutine_threadsafe``'s
+    ``concurrent.futures.Future`` (its lock and condition) and ``wrap_future``'s second
+    chain in between. Cancelling the caller cancels the task on the hub.
+    """
+    future: asyncio.Future[T] = caller.create_future()
+    task: asyncio.Task[T] | None = None
+    cancelled = False
+
+    def deliver(done: asyncio.Task[T]) -> None:  # on the caller's loop
+        if future.done():
+            return
+        if done.cancelled():
+            future.cancel()
+            return
+        exc = done.exception()
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(done.result())
+
+    def finished(done: asyncio.Task[T]) -> None:  # on the hub
+        if not done.cancelled():
+            done.exception()  # retrieved here, so a cancelled caller leaves no "never retrieved" log
+        with contextlib.suppress(RuntimeError):  # the caller's loop is closed: nobody to tell
+            caller.call_soon_threadsafe(deliver, done)
+
+    def start() -> None:  # on the hub
+        nonlocal task
+        task = loop.create_task(coro)
+        task.add_done_callback(finished)
+        if cancelled:
+            task.cancel()
+
+    def cancel() -> None:  # on the hub
+        nonlocal cancelled
+        cancelled = True
+        if task is not None:
+            task.cancel()
+
+    try:
+        loop.call_soon_threadsafe(start)
+    except RuntimeError:  # the hub loop was closed meanwhile
+        coro.close()
+        raise RuntimeError("the MCP hub is closed; load a new kernel to use MCP servers again") from None
+    try:
+        return await future
+    except asyncio.CancelledError:
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(cancel)
+        raise
 
 
 @atexit.register

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -43,14 +44,96 @@ def taskloom_name(server: str, tool: str) -> str:
     return f"{server}.{_INVALID.sub('_', tool)[:room]}"
 
 
+# Keywords that never reject a value (annotations; ``format`` is not asserted by default).
+_ANNOTATIONS = frozenset(
+    {"title", "description", "default", "examples", "format", "$schema", "$id", "$comment", "deprecated"}
+    | {"readOnly", "writeOnly"}
+)
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "object": (dict,),
+    "array": (list,),
+    "null": (type(None),),
+}
+
+
+def _type_test(schema: dict[str, Any]) -> Callable[[Any], bool] | None:
+    """A quick test for a property schema made only of ``type`` and annotations, or None."""
+    if not set(schema) <= _ANNOTATIONS | {"type"}:
+        return None
+    declared = schema.get("type")
+    if declared is None:
+        return lambda value: True
+    names = [declared] if isinstance(declared, str) else declared
+    if not isinstance(names, list) or not all(isinstance(n, str) and n in _JSON_TYPES for n in names):
+        return None
+    kinds = tuple(k for n in names for k in _JSON_TYPES[n])
+    if "boolean" in names:
+        return lambda value: isinstance(value, kinds)
+    # bool is an int in Python but not an integer or number in JSON Schema.
+    return lambda value: isinstance(value, kinds) and not isinstance(value, bool)
+
+
+def _quick_check(schema: dict[str, Any]) -> Callable[[dict[str, Any]], bool] | None:
+    """For the schemas most tools have (an object of typed properties, some required), a
+    test that answers True only for arguments the full validator accepts; None for any other
+    schema. A False answer proves nothing: the full validator then finds the problems."""
+    if schema.get("type") != "object" or not set(schema) <= _ANNOTATIONS | {
+        "type",
+        "properties",
+        "required",
+        "additionalProperties",
+    }:
+        return None
+    properties = schema.get("properties", {})
+    required = schema.get("required", [])
+    extra = schema.get("additionalProperties", True)
+    if not isinstance(properties, dict) or not isinstance(required, list) or not isinstance(extra, bool):
+        return None
+    tests: dict[str, Callable[[Any], bool]] = {}
+    for name, sub in properties.items():
+        test = _type_test(sub) if isinstance(sub, dict) else None
+        if test is None:
+            return None
+        tests[name] = test
+    needed = tuple(required)
+
+    def check(arguments: dict[str, Any]) -> bool:
+        for name in needed:
+            if name not in arguments:
+                return False
+        for name, value in arguments.items():
+            test = tests.get(name)
+            if test is None:
+                if not extra:
+                    return False
+            elif not test(value):
+                return False
+        return True
+
+    return check
+
+
 class ArgumentChecker:
-    """Validates arguments against a tool's JSON Schema before they reach the server."""
+    """Validates arguments against a tool's JSON Schema before they reach the server.
+
+    The compiled validator is made once per schema. Arguments that pass a quick check of
+    the common schema shape (typed properties, required names) are not validated again;
+    anything else goes to ``jsonschema``, which words the problems.
+    """
 
     def __init__(self, schema: dict[str, Any]) -> None:
         self.schema = schema
         self._validator: Any = None
+        self._quick = _quick_check(schema)
 
     def problems(self, arguments: dict[str, Any]) -> list[str]:
+        quick = self._quick
+        if quick is not None and type(arguments) is dict and quick(arguments):
+            return []
         if self._validator is None:
             import jsonschema
 
