@@ -54,7 +54,28 @@ def test_plugins_json_lists_builtins(config: Path) -> None:
 
 def test_plugins_table(config: Path) -> None:
     result = run("--config", str(config), "plugins")
-    assert result.exit_code == 0 and "memory-cache" in result.output and "enabled" in result.output
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["plugin", "distribution", "version", "status", "hooks"]
+    row = next(line for line in lines if line.startswith("memory-cache "))
+    assert row.split()[:4] == ["memory-cache", "taskloom-core", "0.1.0", "enabled"] and "register_caches" in row
+
+
+def test_plugins_table_says_why_a_plugin_failed(config: Path) -> None:
+    from taskloom import hookimpl
+    from taskloom.testing import register_plugin
+
+    class Broken:
+        @hookimpl
+        def taskloom_register_tools(self, register: object, settings: object) -> None:
+            raise RuntimeError("tool shed locked")
+
+    with register_plugin(Broken(), "broken"):
+        result = run("--config", str(config), "plugins")
+    assert result.exit_code == 0
+    row = next(line for line in result.output.splitlines() if line.startswith("broken "))
+    assert row.split()[:2] == ["broken", "(in-process)"] and " failed " in row
+    assert "broken: failed: taskloom_register_tools raised RuntimeError: tool shed locked" in result.output
 
 
 def test_config_redacts_secrets(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:

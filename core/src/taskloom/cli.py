@@ -130,15 +130,24 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         echo_json([i.as_dict() for i in infos])
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("plugin", "distribution", "version", "status", "hooks", box=None)
+    # Plain aligned columns, like `pip list`: this is the command people time, and rich
+    # would cost more to import than the whole listing.
+    rows = [("plugin", "distribution", "version", "status", "hooks")]
     for i in infos:
-        colour = {"enabled": "green", "failed": "red"}.get(i.status, "dim")
         hooks = ", ".join(h.removeprefix("taskloom_") for h in i.hooks)
-        table.add_row(i.name, i.distribution or "", i.version or "", f"[{colour}]{i.status_text}[/{colour}]", hooks)
-    Console(soft_wrap=True).print(table)
+        rows.append((i.name, i.distribution or "", i.version or "", i.status, hooks))
+    widths = [max(len(row[c]) for row in rows) for c in range(4)]
+    colours = {"enabled": "green", "failed": "red"}
+    for n, row in enumerate(rows):
+        cells = [row[c].ljust(widths[c]) for c in range(4)]
+        if n:
+            cells[3] = click.style(cells[3], fg=colours.get(row[3]), dim=row[3] not in colours)
+        else:
+            cells = [click.style(c, bold=True) for c in cells]
+        click.echo("  ".join([*cells, row[4]]).rstrip())
+    for i in infos:
+        if i.status == "failed":
+            click.echo(f"{i.name}: {i.status_text}")
 
 
 @main.group(invoke_without_command=True)
