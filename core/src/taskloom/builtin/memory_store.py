@@ -100,8 +100,10 @@ def _pack(model: BaseModel) -> tuple[Any, ...] | None:
     if tuple(fields) != names:  # every field, in field order
         return None
     values = [*fields.values()]
-    for i, value in enumerate(values):
-        if type(value) not in _ATOMIC:
+    if not _ATOMIC.issuperset(map(type, values)):  # some values need packing (checked in C first)
+        for i, value in enumerate(values):
+            if type(value) in _ATOMIC:
+                continue
             if isinstance(value, BaseModel):
                 packed = _pack(value)
                 if packed is None:
