@@ -31,7 +31,11 @@ M = TypeVar("M", bound=BaseModel)
 _FACTORY = object()
 _Blueprint = tuple[dict[str, Any], int, tuple[tuple[str, Callable[[], Any]], ...], bool]
 _BLUEPRINTS: dict[type[BaseModel], _Blueprint] = {}
-_set = object.__setattr__
+# BaseModel's own slots, set through their descriptors (no attribute lookup by name).
+_set_dict = BaseModel.__dict__["__dict__"].__set__
+_set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 
 
 def _blueprint(cls: type[BaseModel]) -> _Blueprint:
@@ -55,6 +59,8 @@ def _blueprint(cls: type[BaseModel]) -> _Blueprint:
                 factories.append((name, functools.partial(copy.deepcopy, default)))
             else:
                 defaults[name] = default
+    if cls.__new__ is not object.__new__:
+        raise TypeError(f"build({cls.__name__}): a model with its own __new__ is built with its constructor")
     blueprint = (defaults, len(defaults), tuple(factories), cls.model_config.get("extra") == "allow")
     _BLUEPRINTS[cls] = blueprint
     return blueprint
@@ -67,6 +73,9 @@ def _required(cls: type[BaseModel], name: str) -> Callable[[], Any]:
     return missing
 
 
+_new = object.__new__
+
+
 def build(cls: type[M], /, **values: Any) -> M:
     """An instance of ``cls`` from values the kernel made itself, without validation.
 
@@ -77,20 +86,23 @@ def build(cls: type[M], /, **values: Any) -> M:
     (factories run per instance). pydantic's own ``model_construct`` does the same job
     but costs more than validating these small models, hence this.
     """
-    blueprint = _BLUEPRINTS.get(cls) or _blueprint(cls)
-    defaults, size, factories, extra = blueprint
+    try:
+        defaults, size, factories, extra = _BLUEPRINTS[cls]
+    except KeyError:
+        defaults, size, factories, extra = _blueprint(cls)
     data = {**defaults, **values}
     if len(data) != size:
         unknown = ", ".join(sorted(set(values) - set(defaults)))
         raise TypeError(f"build({cls.__name__}): no field named {unknown}")
-    for name, factory in factories:
-        if data[name] is _FACTORY:
-            data[name] = factory()
-    obj = cls.__new__(cls)
-    _set(obj, "__dict__", data)
-    _set(obj, "__pydantic_fields_set__", set(values))
-    _set(obj, "__pydantic_extra__", {} if extra else None)
-    _set(obj, "__pydantic_private__", None)
+    if factories:
+        for name, factory in factories:
+            if data[name] is _FACTORY:
+                data[name] = factory()
+    obj = _new(cls)
+    _set_dict(obj, data)
+    _set_fields_set(obj, set(values))
+    _set_extra(obj, {} if extra else None)
+    _set_private(obj, None)
     return obj
 
 
@@ -103,11 +115,11 @@ def replace(obj: M, /, **changes: Any) -> M:
         unknown = ", ".join(sorted(changes.keys() - cls.model_fields.keys()))
         raise TypeError(f"replace({cls.__name__}): no field named {unknown}")
     new = cls.__new__(cls)
-    _set(new, "__dict__", {**obj.__dict__, **changes})
-    _set(new, "__pydantic_fields_set__", obj.__pydantic_fields_set__ | changes.keys())
+    _set_dict(new, {**obj.__dict__, **changes})
+    _set_fields_set(new, obj.__pydantic_fields_set__ | changes.keys())
     extra, private = obj.__pydantic_extra__, obj.__pydantic_private__
-    _set(new, "__pydantic_extra__", None if extra is None else dict(extra))
-    _set(new, "__pydantic_private__", None if private is None else dict(private))
+    _set_extra(new, None if extra is None else dict(extra))
+    _set_private(new, None if private is None else dict(private))
     return new
 
 
