@@ -424,7 +424,8 @@ class _Engine:
             self.state[i] = "running"
             record = self.records[i] = self._record(task, tid)
             try:
-                record.prompt = templates.render(task.prompt, self._context(i))
+                prompt = task.prompt  # a literal prompt needs no context
+                record.prompt = prompt if templates.is_literal(prompt) else templates.render(prompt, self._context(i))
             except templates.TemplateProblem as exc:
                 record.attempts += 1
                 await self._failed(i, record, f"{exc} (in {self.spec.where})")
