@@ -200,3 +200,21 @@ def test_other_schemas_go_to_jsonschema() -> None:
     assert pattern.problems({"s": "abc"}) == []
     nested = ArgumentChecker({"type": "object", "$defs": {"x": {"type": "string"}}, "properties": {}})
     assert nested._quick is None
+
+
+async def test_a_call_made_on_the_hub_loop_takes_no_hop(make_kernel, monkeypatch) -> None:
+    import asyncio
+
+    kernel = make_kernel({"time": time_server()})
+    bridge = taskloom_mcp.bridge_of(kernel)
+    bridged = bridge.tools["time.get_current_time"]
+
+    async def no_hop(coro):  # a hop from the hub to itself would be wasted work
+        coro.close()
+        raise AssertionError("Hub.call was used from the hub loop")
+
+    monkeypatch.setattr(bridge.hub, "call", no_hop)
+    future = bridge.hub.submit(bridge.call(bridged, {"timezone": "UTC"}))
+    result = await asyncio.wrap_future(future)
+    assert not result.is_error, result.content
+    assert json.loads(result.content)["timezone"] == "UTC"

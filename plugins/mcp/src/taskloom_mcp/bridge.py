@@ -202,7 +202,10 @@ class McpBridge:
                 f"error: MCP server {bridged.server!r} is shut down (its kernel's MCP bridge was closed)", True
             )
         try:
-            result = await self.hub.call(conn.call_tool(bridged.info.name, arguments))
+            if self.hub.in_hub():  # already on the sessions' loop (e.g. a hook running there): no hop
+                result = await conn.call_tool(bridged.info.name, arguments)
+            else:
+                result = await self.hub.call(conn.call_tool(bridged.info.name, arguments))
         except McpError as exc:
             return ToolResult(f"error: {exc}", True)
         return to_tool_result(result)
