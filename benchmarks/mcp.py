@@ -9,6 +9,10 @@ plugins. The SDK path is ``session.call_tool`` over stdio to a second server pro
 servers are started and warmed up first; rounds of calls alternate between the two paths so
 machine noise hits both alike.
 
+A third path, for the breakdown only: the bridge's own session called with
+``ClientSession.call_tool`` on the bridge's event-loop thread, timed there (no hop, no
+taskloom code); the agent path minus this one is what taskloom adds on top of its session.
+
 Last line: ``mcp_vs_sdk=<R>``: per round, median per-call time through taskloom over the
 median through the SDK; R is the median over the rounds (target <= 1.10).
 """
@@ -98,10 +102,19 @@ async def main() -> None:
                 out.append(time.perf_counter() - start)
             return out
 
+        own_session = bridge.connections["time"]._session
+
+        async def own_call(i: int) -> None:  # runs on the bridge's loop
+            result = await own_session.call_tool("get_current_time", ARGS)
+            if result.is_error:
+                raise RuntimeError(result.content)
+
         await timed(taskloom_call, WARMUP)
         await timed(sdk_call, WARMUP)
+        await bridge.hub.call(timed(own_call, WARMUP))
         ours: list[float] = []
         sdk: list[float] = []
+        own: list[float] = []
         ratios: list[float] = []
         for r in range(ROUNDS):
             first, second = (taskloom_call, sdk_call) if r % 2 == 0 else (sdk_call, taskloom_call)
@@ -111,6 +124,7 @@ async def main() -> None:
             ours.extend(round_ours)
             sdk.extend(round_sdk)
             ratios.append(statistics.median(round_ours) / statistics.median(round_sdk))
+            own.extend(await bridge.hub.call(timed(own_call, CALLS // 2)))
 
     await kernel.aclose()
     taskloom_mcp.close(kernel)
@@ -125,6 +139,11 @@ async def main() -> None:
         f"raw SDK ClientSession.call_tool: median {m_sdk * 1e6:.0f} us  (p90 {statistics.quantiles(sdk, n=10)[-1] * 1e6:.0f} us)"
     )
     print(f"overhead per call: {(m_ours - m_sdk) * 1e6:.0f} us")
+    m_own = statistics.median(own)
+    print(
+        f"breakdown: the bridge's session called on its own loop: median {m_own * 1e6:.0f} us; "
+        f"agent dispatch adds {(m_ours - m_own) * 1e6:.0f} us to it (thread hop and taskloom's code)"
+    )
     print(f"per-round ratios: {' '.join(f'{r:.2f}' for r in ratios)}")
     # The median of the per-round ratios: each round pair shares the machine's load of the moment.
     print(f"mcp_vs_sdk={statistics.median(ratios):.3f}")
