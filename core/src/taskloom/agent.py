@@ -155,37 +155,93 @@ class AgentResult(BaseModel):
 
 
 class _Run:
-    """The mutable state of one agent run."""
+    """The mutable state of one agent run. Usage and cost are kept as running totals
+    (plain ints and Decimals) and made into records once, for the result."""
 
     def __init__(self, kernel: Kernel, agent: Agent, meta: RequestMeta, budget: Budget | None) -> None:
         self.kernel = kernel
         self.agent = agent
         self.meta = meta
         self.budget = budget
-        self.usage = build(Usage)
-        self.cost = build(Cost)
+        self.emitting = kernel.has_sinks
+        self.input_tokens = self.output_tokens = self.cached_input_tokens = self.reasoning_tokens = 0
+        self.cost_total = self.cost_input = self.cost_output = self.cost_cached_input = self.cost_tools = ZERO
+        self.priced = True
         self.turns = 0
         self.requests = 0
         self.tool_log: list[ToolCallLog] = []
         self.models: list[str] = []
         self.started = time.monotonic()
-        self.deadline = self.started + agent.limits.timeout_s if agent.limits.timeout_s else None
+        lim = agent.limits
+        self.deadline = self.started + lim.timeout_s if lim.timeout_s else None
+        # Whether a request carries what is left of a budget, and whether any limit but
+        # the turn count is set: when not, the per-turn checks are one comparison.
+        self.metered = budget is not None or lim.max_cost_usd is not None or lim.max_total_tokens is not None
+        self.limited = (
+            self.metered
+            or self.deadline is not None
+            or lim.max_requests is not None
+            or lim.max_input_tokens is not None
+            or lim.max_output_tokens is not None
+        )
+
+    @property
+    def usage(self) -> Usage:
+        return build(
+            Usage,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            cached_input_tokens=self.cached_input_tokens,
+            reasoning_tokens=self.reasoning_tokens,
+        )
+
+    @property
+    def cost(self) -> Cost:
+        return build(
+            Cost,
+            total=self.cost_total,
+            input=self.cost_input,
+            output=self.cost_output,
+            cached_input=self.cost_cached_input,
+            tools=self.cost_tools,
+            priced=self.priced,
+            source=None,
+        )
+
+    def add(self, usage: Usage, cost: Cost | None) -> None:
+        """Count one model call's usage and cost (the sum ``Usage + Usage`` and
+        ``Cost + Cost`` would make, without the records)."""
+        self.input_tokens += usage.input_tokens
+        self.output_tokens += usage.output_tokens
+        self.cached_input_tokens += usage.cached_input_tokens
+        self.reasoning_tokens += usage.reasoning_tokens
+        if cost is not None:
+            self.cost_total += cost.total
+            self.cost_input += cost.input
+            self.cost_output += cost.output
+            self.cost_cached_input += cost.cached_input
+            self.cost_tools += cost.tools
+            self.priced = self.priced and cost.priced
+        if self.budget is not None:
+            self.budget.charge(usage, cost)
 
     def limit_reached(self, *, repair: bool = False) -> tuple[StopReason, str] | None:
         lim = self.agent.limits
-        u = self.usage
         if not repair and self.turns >= lim.max_turns:
             return "max_turns", f"{lim.max_turns} turns used without a final answer"
+        if not self.limited:
+            return None
         if lim.max_requests is not None and self.requests >= lim.max_requests:
             return "max_requests", f"{lim.max_requests} model requests used"
-        if lim.max_input_tokens is not None and u.input_tokens >= lim.max_input_tokens:
-            return "max_tokens", f"input tokens {u.input_tokens} reached the limit of {lim.max_input_tokens}"
-        if lim.max_output_tokens is not None and u.output_tokens >= lim.max_output_tokens:
-            return "max_tokens", f"output tokens {u.output_tokens} reached the limit of {lim.max_output_tokens}"
-        if lim.max_total_tokens is not None and u.total_tokens >= lim.max_total_tokens:
-            return "max_tokens", f"total tokens {u.total_tokens} reached the limit of {lim.max_total_tokens}"
-        if lim.max_cost_usd is not None and self.cost.total >= lim.max_cost_usd:
-            return "max_cost", f"cost ${self.cost.total} reached the limit of ${lim.max_cost_usd}"
+        if lim.max_input_tokens is not None and self.input_tokens >= lim.max_input_tokens:
+            return "max_tokens", f"input tokens {self.input_tokens} reached the limit of {lim.max_input_tokens}"
+        if lim.max_output_tokens is not None and self.output_tokens >= lim.max_output_tokens:
+            return "max_tokens", f"output tokens {self.output_tokens} reached the limit of {lim.max_output_tokens}"
+        total = self.input_tokens + self.output_tokens
+        if lim.max_total_tokens is not None and total >= lim.max_total_tokens:
+            return "max_tokens", f"total tokens {total} reached the limit of {lim.max_total_tokens}"
+        if lim.max_cost_usd is not None and self.cost_total >= lim.max_cost_usd:
+            return "max_cost", f"cost ${self.cost_total} reached the limit of ${lim.max_cost_usd}"
         if self.deadline is not None and time.monotonic() >= self.deadline:
             return "timeout", f"the agent's time limit of {lim.timeout_s:g} s is up"
         if self.budget is not None:
@@ -201,34 +257,31 @@ class _Run:
         """The metadata for the next request: with what is left of the budget (the run's
         ``Budget`` and the agent's own cost and token limits, the tighter of each) when a
         limit is active, so routers and policies can pick a model that fits."""
+        if not self.metered:
+            return self.meta
         lim = self.agent.limits
         budget = self.budget
         usd = budget.remaining_usd if budget is not None else None
         if lim.max_cost_usd is not None:
-            own = max(Decimal(0), lim.max_cost_usd - self.cost.total)
+            own = max(ZERO, lim.max_cost_usd - self.cost_total)
             usd = own if usd is None else min(usd, own)
         tokens = budget.remaining_tokens if budget is not None else None
         if lim.max_total_tokens is not None:
-            own_tokens = max(0, lim.max_total_tokens - self.usage.total_tokens)
+            own_tokens = max(0, lim.max_total_tokens - self.input_tokens - self.output_tokens)
             tokens = own_tokens if tokens is None else min(tokens, own_tokens)
         if usd is None and tokens is None:
             return self.meta
         return replace(self.meta, budget_remaining_usd=usd, budget_remaining_tokens=tokens)
 
     def emit(self, kind: str, data: dict[str, Any]) -> None:
-        if self.kernel.has_sinks:
-            m = self.meta
-            self.kernel.emit(
-                build(
-                    Event,
-                    kind=kind,
-                    time=time.time(),
-                    run_id=m.run_id,
-                    task_id=m.task_id,
-                    agent=self.agent.name,
-                    data=data,
-                )
+        """Send an event to the sinks; callers check ``emitting`` first, so that no event
+        data is made when no sink wants events."""
+        m = self.meta
+        self.kernel.emit(
+            build(
+                Event, kind=kind, time=time.time(), run_id=m.run_id, task_id=m.task_id, agent=self.agent.name, data=data
             )
+        )
 
 
 async def run_agent(
@@ -249,12 +302,33 @@ async def run_agent(
     state = _Run(kernel, agent, meta, budget)
     messages: list[Message] = []
     if agent.system:
-        messages.append(Message.system(agent.system))
-    messages.extend([Message.user(prompt)] if isinstance(prompt, str) else prompt)
+        messages.append(build(Message, role="system", content=agent.system))
+    if isinstance(prompt, str):
+        messages.append(build(Message, role="user", content=str(prompt)))
+    else:
+        messages.extend(prompt)
     tools = _resolve_tools(kernel, agent, meta, budget)
     specs = [t.spec for t in tools.values()]
     schema = agent.json_schema()
-    state.emit("agent.start", {"model": agent.model or kernel.settings.taskloom.default_model, "tools": list(tools)})
+    if state.emitting:
+        state.emit(
+            "agent.start", {"model": agent.model or kernel.settings.taskloom.default_model, "tools": list(tools)}
+        )
+    # What every request of the run shares; each turn adds its messages, tool choice and metadata.
+    # Every value comes from the validated agent, messages and specs: no revalidation.
+    shared = {
+        "model": agent.model,
+        "tools": specs,
+        "temperature": agent.temperature,
+        "top_p": None,
+        "max_tokens": agent.max_tokens,
+        "stop": None,
+        "seed": None,
+        "output_schema": schema,
+        "cache": True,
+        "deadline": state.deadline,
+    }
+    complete = kernel.gateway.complete
 
     best_text = ""
     repairs = 0
@@ -266,25 +340,15 @@ async def run_agent(
         if limit:
             stop = limit
             break
-        # Every value comes from the validated agent, messages and specs: no revalidation.
         request = build(
             ModelRequest,
-            model=agent.model,
             messages=list(messages),
-            tools=specs,
             tool_choice=(agent.tool_choice if state.turns == 0 else "auto") if specs else "none",
-            temperature=agent.temperature,
-            top_p=None,
-            max_tokens=agent.max_tokens,
-            stop=None,
-            seed=None,
-            output_schema=schema,
             metadata=state.request_meta(),
-            cache=True,
-            deadline=state.deadline,
+            **shared,
         )
         try:
-            response = await kernel.gateway.complete(request)
+            response = await complete(request)
         except PolicyDenied as exc:
             stop = ("denied", str(exc))
             break
@@ -297,30 +361,33 @@ async def run_agent(
         state.requests += 1
         if not repairing:
             state.turns += 1
-        state.usage = state.usage + response.usage
-        if response.cost is not None:
-            state.cost = state.cost + response.cost
-        if budget is not None:
-            budget.charge(response.usage, response.cost)
+        state.add(response.usage, response.cost)
         state.models.append(response.alias)
-        messages.append(response.message)
-        if response.text:
-            best_text = response.text
-        if response.tool_calls:
+        message = response.message
+        messages.append(message)
+        text = message.text
+        if text:
+            best_text = text
+        calls = message.tool_calls
+        if calls:
             repairing = False
             limit = state.limit_reached(repair=True)
             lim = agent.limits
-            if lim.max_tool_calls is not None and len(state.tool_log) + len(response.tool_calls) > lim.max_tool_calls:
+            if lim.max_tool_calls is not None and len(state.tool_log) + len(calls) > lim.max_tool_calls:
                 limit = ("max_tool_calls", f"the limit of {lim.max_tool_calls} tool calls would be passed")
             if limit:
                 stop = limit
                 break
-            messages.extend(await _run_tool_calls(state, tools, response.tool_calls))
+            if len(calls) == 1:
+                call = calls[0]
+                messages.append(_tool_message(call, await _run_tool_call(state, tools, call)))
+            else:
+                messages.extend(await _run_tool_calls(state, tools, calls))
             continue
         if schema is None:
-            output = response.text
+            output = text
             break
-        parsed, problem = _parse_output(response.text, agent)
+        parsed, problem = _parse_output(text, agent)
         if problem is None:
             output = parsed
             break
@@ -329,7 +396,8 @@ async def run_agent(
             break
         repairs += 1
         repairing = True
-        state.emit("agent.output_invalid", {"error": problem, "attempt": repairs})
+        if state.emitting:
+            state.emit("agent.output_invalid", {"error": problem, "attempt": repairs})
         messages.append(
             Message.user(
                 f"Your answer is not valid: {problem}. Answer again with only a JSON value that matches the schema."
@@ -352,16 +420,17 @@ async def run_agent(
         models=state.models,
         duration_s=time.monotonic() - state.started,
     )
-    state.emit(
-        "agent.finish",
-        {
-            "stop_reason": result.stop_reason,
-            "detail": result.detail,
-            "turns": result.turns,
-            "usage": result.usage,
-            "cost": result.cost,
-        },
-    )
+    if state.emitting:
+        state.emit(
+            "agent.finish",
+            {
+                "stop_reason": result.stop_reason,
+                "detail": result.detail,
+                "turns": result.turns,
+                "usage": result.usage,
+                "cost": result.cost,
+            },
+        )
     return result
 
 
@@ -426,54 +495,53 @@ async def _run_tool_calls(state: _Run, tools: dict[str, Tool], calls: list[ToolC
     async def one(i: int, call: ToolCall) -> None:
         results[i] = await _run_tool_call(state, tools, call)
 
-    if len(calls) == 1:
-        await one(0, calls[0])
-    else:
-        async with anyio.create_task_group() as tg:
-            for i, call in enumerate(calls):
-                tg.start_soon(one, i, call)
+    async with anyio.create_task_group() as tg:
+        for i, call in enumerate(calls):
+            tg.start_soon(one, i, call)
     out = []
     for call, result in zip(calls, results, strict=True):
         assert result is not None
-        out.append(
-            build(
-                Message,
-                role="tool",
-                content=result.content,
-                tool_call_id=call.id,
-                name=call.name,
-                is_error=result.is_error,
-            )
-        )
+        out.append(_tool_message(call, result))
     return out
+
+
+def _tool_message(call: ToolCall, result: ToolResult) -> Message:
+    return build(
+        Message,
+        role="tool",
+        content=result.content,
+        tool_call_id=call.id,
+        name=call.name,
+        is_error=result.is_error,
+    )
 
 
 async def _run_tool_call(state: _Run, tools: dict[str, Tool], call: ToolCall) -> ToolResult:
     kernel = state.kernel
     tool = tools.get(call.name)
+    arguments = call.arguments
     if tool is None:
         result = await kernel.tools.call(call, allowed=set(tools))
     else:
         try:
             if "tool_call" in kernel.checked:
-                kernel.check(
-                    build(Action, kind="tool_call", tool=call.name, arguments=call.arguments, metadata=state.meta)
-                )
+                kernel.check(build(Action, kind="tool_call", tool=call.name, arguments=arguments, metadata=state.meta))
         except PolicyDenied as exc:
             result = ToolResult(f"error: {exc}", True)
         else:
             timeout = state.agent.limits.tool_timeout_s
-            remaining = state.remaining_time()
-            if remaining is not None:
+            if state.deadline is not None:
+                remaining = max(0.0, state.deadline - time.monotonic())
                 timeout = min(timeout or remaining, remaining)
-            result = await tool.run(call.arguments, timeout)
+            result = await tool.run(arguments, timeout)
     cost = (
-        kernel.tool_price(call.name, call.arguments or {}, state.meta)
-        if not result.is_error or tool is not None
+        kernel.tool_price(call.name, arguments or {}, state.meta)
+        if kernel.has_tool_pricers and (not result.is_error or tool is not None)
         else None
     )
     if cost is not None:
-        state.cost = state.cost + build(Cost, total=cost.total, tools=cost.total, source=cost.source)
+        state.cost_total += cost.total
+        state.cost_tools += cost.total
         if state.budget is not None:
             state.budget.charge(build(Usage), cost)
     state.tool_log.append(
@@ -481,7 +549,7 @@ async def _run_tool_call(state: _Run, tools: dict[str, Tool], call: ToolCall) ->
             ToolCallLog,
             id=call.id,
             name=call.name,
-            arguments=call.arguments,
+            arguments=arguments,
             result=result.content,
             is_error=result.is_error,
             duration_s=result.duration_s,
@@ -494,7 +562,7 @@ async def _run_tool_call(state: _Run, tools: dict[str, Tool], call: ToolCall) ->
         task_id=meta.task_id,
         agent=state.agent.name,
         name=call.name,
-        arguments=redact(call.arguments or {}),
+        arguments=redact(arguments) if arguments else {},
         duration_s=result.duration_s,
         cost=cost.total if cost is not None else ZERO,
         error=result.content if result.is_error else None,
@@ -506,9 +574,11 @@ async def _run_tool_call(state: _Run, tools: dict[str, Tool], call: ToolCall) ->
         kernel.plugins.warn_once(
             "ledger-tools", f"the run store could not record a tool call ({type(exc).__name__}: {exc})"
         )
-    state.emit(
-        "tool.call", {"name": call.name, "is_error": result.is_error, "duration_s": result.duration_s, "cost": cost}
-    )
+    if state.emitting:
+        state.emit(
+            "tool.call",
+            {"name": call.name, "is_error": result.is_error, "duration_s": result.duration_s, "cost": cost},
+        )
     return result
 
 
