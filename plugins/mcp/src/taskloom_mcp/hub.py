@@ -5,7 +5,7 @@ Why a thread: tools are registered while the kernel is assembled (synchronously)
 agents run on whatever event loop the caller has (``anyio.run`` per CLI command, pytest's
 loop per test). An MCP ``ClientSession`` is bound to the loop and task that opened it, so
 the sessions live here, each opened and closed by one supervisor task (no "cancel scope in
-a different task" errors), and calls hop over with ``asyncio.run_coroutine_threadsafe``.
+a different task" errors), and calls hop over (:meth:`Hub.call`).
 
 Shutdown: :meth:`Hub.close` stops every server (stdin closed, then SIGTERM, then SIGKILL
 for the process group, as the SDK's stdio transport does) on the hub loop, then stops the
