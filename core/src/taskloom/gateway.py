@@ -59,6 +59,11 @@ if TYPE_CHECKING:
     from .kernel import Kernel
 
 _CACHE_EXCLUDE = {"metadata", "cache", "timeout", "deadline", "model"}
+_STORED_EXCLUDE = {"cost", "latency_s"}
+# The JSON of a request (the cache key's body) and of a response (the cached value), as
+# bytes, straight from pydantic-core: the same bytes as ``model_dump_json(...).encode()``.
+_request_json = ModelRequest.__pydantic_serializer__.to_json
+_response_json = ModelResponse.__pydantic_serializer__.to_json
 # Failures caused by the request itself say nothing about the deployment's health.
 _REQUEST_FAULTS = (BadRequest, ContextWindowExceeded)
 
@@ -132,8 +137,7 @@ class Gateway:
     def _cache_key(self, request: ModelRequest, alias: str) -> str | None:
         if not request.cache or self.kernel.cache is None:
             return None
-        body = request.model_dump_json(exclude=_CACHE_EXCLUDE).encode()
-        return f"{alias}:{hashlib.sha256(body).hexdigest()}"
+        return f"{alias}:{hashlib.sha256(_request_json(request, exclude=_CACHE_EXCLUDE)).hexdigest()}"
 
     async def _cache_get(self, key: str | None, request: ModelRequest, alias: str) -> ModelResponse | None:
         if key is None:
@@ -166,7 +170,7 @@ class Gateway:
         cache = self.kernel.cache
         assert cache is not None
         try:
-            await cache.set(key, response.model_dump_json(exclude={"cost", "latency_s"}).encode())
+            await cache.set(key, _response_json(response, exclude=_STORED_EXCLUDE))
         except Exception as exc:
             self.kernel.plugins.warn_once("cache-set", f"cache write failed ({type(exc).__name__}: {exc})")
 

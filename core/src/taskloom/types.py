@@ -94,7 +94,7 @@ def build(cls: type[M], /, **values: Any) -> M:
     if len(data) != size:
         unknown = ", ".join(sorted(set(values) - set(defaults)))
         raise TypeError(f"build({cls.__name__}): no field named {unknown}")
-    if factories:
+    if factories and len(values) < size:  # (every field given: no factory to run)
         for name, factory in factories:
             if data[name] is _FACTORY:
                 data[name] = factory()

@@ -78,6 +78,7 @@ class Limits:
         self.requests: dict[str, deque[float]] = defaultdict(deque)
         self.tokens: dict[str, deque[tuple[float, int]]] = defaultdict(deque)
         self.running: dict[str, set[str]] = defaultdict(set)
+        self._aliases: dict[str, tuple[Settings, Any, str]] = {}
 
     @hookimpl
     def taskloom_config_model(self) -> type[BaseModel]:
@@ -176,13 +177,23 @@ class Limits:
             return self._context(action, alias, settings)
         return None
 
+    def _alias(self, alias: str, settings: Settings) -> tuple[Any, str]:
+        """The alias's configured context window (or None) and its model name for the
+        tokenizer, read from config once per alias (the settings of a kernel do not change)."""
+        known = self._aliases.get(alias)
+        if known is None or known[0] is not settings:
+            config = settings.models.get(alias)
+            extra = config.model_extra if config is not None else None  # (``options`` makes a copy)
+            window = extra.get("context_window") if extra else None
+            known = (settings, window, config.model if config is not None and config.model else alias)
+            self._aliases[alias] = known
+        return known[1], known[2]
+
     def _context(self, action: Action, alias: str, settings: Settings) -> Denial | None:
         request = action.request
         assert request is not None
-        config = settings.models.get(alias)
         provider = action.provider
-        extra = config.model_extra if config is not None else None  # (``options`` makes a copy)
-        window: Any = extra.get("context_window") if extra else None
+        window, model = self._alias(alias, settings)
         if not window and provider is not None:
             try:
                 window = provider.capabilities().context_window
@@ -194,7 +205,7 @@ class Limits:
         messages = request.messages
         if _upper_bound(messages) <= window:
             return None  # cannot exceed the window whatever the tokenizer: skip counting
-        tokens = _count(provider, messages, config.model if config is not None and config.model else alias)
+        tokens = _count(provider, messages, model)
         if tokens > window:
             return Denial(reason=f"the prompt has about {tokens} tokens; {alias} holds {window}", plugin=NAME)
         return None
@@ -234,19 +245,20 @@ def _upper_bound(messages: list[Message]) -> int:
     """More tokens than any byte-level tokenizer can make of these messages (a token is
     at least one UTF-8 byte, a character at most four), with each message's overhead.
     Infinite when a message holds an image, whose cost only the provider knows."""
-    total = 3
+    chars = 0
     for m in messages:
         content = m.content
         if type(content) is str:
-            size = len(content)
+            chars += len(content)
         elif any(not isinstance(p, TextPart) for p in content):
             return 1 << 62
         else:
-            size = len(m.text)
-        total += 8 + 4 * (size + len(m.name or ""))
+            chars += len(m.text)
+        if m.name:
+            chars += len(m.name)
         for call in m.tool_calls:
-            total += 8 + 4 * (len(call.name) + len(call.raw_arguments))
-    return total
+            chars += len(call.name) + len(call.raw_arguments) + 2  # (8 tokens of overhead)
+    return 3 + 8 * len(messages) + 4 * chars
 
 
 def _count(provider: Any, messages: list[Message], model: str) -> int:

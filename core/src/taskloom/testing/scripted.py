@@ -162,23 +162,30 @@ class ScriptedProvider:
             total += estimate(m.content if type(m.content) is str else m.text) + 3
         return total
 
-    async def _next(self, request: ModelRequest) -> Step:
+    def _take(self, request: ModelRequest) -> Step:
+        """Record the request and take the next step (queued, else the default)."""
         self.requests.append(request)
         if self.queue:
-            step = self.queue.popleft()
-        elif self.default is not None:
+            return self.queue.popleft()
+        if self.default is not None:
             last = next((m.text for m in reversed(request.messages) if m.role == "user"), "")
-            step = Step(text=self.default.replace("{prompt}", last))
-        else:
-            raise errors.BadRequest(
-                f"scripted provider {self.name!r} has no response left for request {len(self.requests)}; queue more or set a default"
-            )
+            return Step(text=self.default.replace("{prompt}", last))
+        raise errors.BadRequest(
+            f"scripted provider {self.name!r} has no response left for request {len(self.requests)}; queue more or set a default"
+        )
+
+    async def _play(self, step: Step) -> None:
+        """Wait as the step says, then raise its error if it has one."""
         if step.hang:
             await anyio.sleep_forever()
         if step.delay:
             await anyio.sleep(step.delay)
         if step.error is not None:
             raise step.error
+
+    async def _next(self, request: ModelRequest) -> Step:
+        step = self._take(request)
+        await self._play(step)
         return step
 
     def _usage(self, request: ModelRequest, step: Step) -> Usage:
@@ -190,11 +197,13 @@ class ScriptedProvider:
         return build(Usage, input_tokens=self.count_tokens(request.messages), output_tokens=max(out, 1))
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
-        self.in_flight += 1
-        try:
-            step = await self._next(request)
-        finally:
-            self.in_flight -= 1
+        step = self._take(request)
+        if step.hang or step.delay or step.error is not None:
+            self.in_flight += 1  # (an answer at once is never in flight: nothing can see it)
+            try:
+                await self._play(step)
+            finally:
+                self.in_flight -= 1
         usage = self._usage(request, step)
         if step.finish_reason is not None or not _plain(step):  # validated, with pydantic's errors
             return ModelResponse(
@@ -254,11 +263,12 @@ class ScriptedProvider:
 
 
 def _plain(step: Step) -> bool:
-    return (
-        type(step.text) is str
-        and all(type(c) is ToolCall for c in step.tool_calls)
-        and (step.usage is None or type(step.usage) is Usage)
-    )
+    if type(step.text) is not str:
+        return False
+    for call in step.tool_calls:
+        if type(call) is not ToolCall:
+            return False
+    return step.usage is None or type(step.usage) is Usage
 
 
 def make_error(kind: str, message: str = "scripted failure", retry_after: float | None = None) -> BaseException:
