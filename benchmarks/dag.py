@@ -43,7 +43,7 @@ from typing import Any
 import anyio
 from taskloom import hookimpl, load_kernel
 from taskloom.testing import ScriptedProvider, Step, register_plugin
-from taskloom.types import ModelRequest
+from taskloom.types import ModelRequest, ModelResponse
 from taskloom.workflow import TaskOutcome, TaskSpec, Workflow, check_workflow, run_workflow
 from taskloom.workflow.planner import critical_path
 
@@ -56,12 +56,13 @@ class SleepyScripted(ScriptedProvider):
         super().__init__(name, default="done")
         self.requests = deque(maxlen=8)  # type: ignore[assignment]  # a 10k-task run keeps no history
 
-    async def _next(self, request: ModelRequest) -> Step:
+    async def complete(self, request: ModelRequest) -> ModelResponse:
         prompt = request.messages[-1].text
         delay = float(prompt.rsplit("sleep=", 1)[1].split()[0])
-        # Queued and taken in one step (no await in between), so concurrent tasks never swap.
+        # Queued here and taken at once by the scripted provider (no await in between), so
+        # concurrent tasks never swap steps.
         self.queue.appendleft(Step(text="done", delay=delay))
-        return await super()._next(request)
+        return await super().complete(request)
 
 
 class InstantExecutor:
