@@ -15,6 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from taskloom import Agent, hookimpl, load_kernel, run_agent
 from taskloom.records import RunRecord, TaskRecord
@@ -409,9 +410,15 @@ async def test_events_are_written_in_batches_in_order(tmp_path: Path) -> None:
         for i in range(2000):
             store.post_event(Event(kind="task.progress", run_id="run-1", task_id=f"t{i}", data={"i": i}))
         await store.save_task(TaskRecord(run_id="run-1", task_id="t", state="succeeded"))
-        # 2,000 events fill several batches: committed by the next checkpoint, in order.
+        # 2,000 events fill several batches: the writer thread commits them by itself (no
+        # flush, no read), in order, soon after (within ~0.1 s; 10 s allowed for a loaded box).
+        deadline = time.monotonic() + 10
         with sqlite3.connect(store.path) as conn:
-            rows = conn.execute("SELECT task_id, data FROM events WHERE run_id = 'run-1' ORDER BY id").fetchall()
+            while True:
+                rows = conn.execute("SELECT task_id, data FROM events WHERE run_id = 'run-1' ORDER BY id").fetchall()
+                if len(rows) >= 2000 or time.monotonic() > deadline:
+                    break
+                await anyio.sleep(0.01)
         assert [r[0] for r in rows] == [f"t{i}" for i in range(2000)]
         assert json.loads(rows[-1][1]) == {"i": 1999}
         assert posts <= 20, f"{posts} writer jobs for 2,000 events: they should be batched"

@@ -3,9 +3,20 @@
 Runs, task checkpoints, model calls, tool calls and events. Every record keeps its full
 JSON (exact round trip: decimals stay decimal text) next to the columns reports query.
 Checkpoints (``save_task``, ``create_run``, ``update_run``) are committed before they
-return; ledger rows and events are queued and committed with the next transaction, at the
-latest with the next checkpoint or ``flush()`` (see :mod:`taskloom_sqlite.worker`); events
-are buffered and written in batches.
+return; ledger rows (model and tool calls) are queued and committed with the next
+transaction, at the latest with the next checkpoint or ``flush()``; events are buffered
+and written in batches by the writer thread (see :mod:`taskloom_sqlite.worker`).
+
+On an asyncio loop, task checkpoints and ledger rows are group-committed on the loop's own
+thread: each is added to a list, and one callback, run by the loop once the tasks that are
+ready have had their turn, writes the whole list in one transaction (``executemany``, no
+fsync in WAL/NORMAL mode) and wakes the waiting ``save_task`` calls. That costs a few
+microseconds per row and no hop to another thread, whose wake-ups wait for the GIL while the
+loop is busy. The transaction is begun with a zero busy timeout, so it never waits: when
+the file is locked (another process writes), the disk is full or any other error occurs,
+it is rolled back and the same rows go to the writer thread, which waits off the loop and
+reports errors as before. It never overtakes work queued for the writer thread (it runs
+only while that thread is idle), so every write keeps its order.
 
 Durability: WAL with ``synchronous=NORMAL`` by default. A commit is then safe from the
 process dying at any moment (SIGKILL, OOM, Ctrl-C): the WAL frames are in the OS before
@@ -15,10 +26,13 @@ resume then reruns those tasks. ``synchronous = "full"`` also syncs every commit
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import threading
 import time
+from collections import deque
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +41,7 @@ from taskloom.records import CallRecord, RunRecord, TaskRecord, ToolCallRecord
 from taskloom.types import Event
 
 from .db import Schema, Synchronous, check_path, open_database
-from .worker import Worker, in_event_loop
+from .worker import Worker, in_event_loop, wait_future
 
 WHAT = "run store"
 
@@ -127,10 +141,15 @@ _INSERT_CALL = """INSERT INTO model_calls (run_id, task_id, agent, user, request
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
 _INSERT_TOOL_CALL = """INSERT INTO tool_calls (run_id, task_id, agent, name, arguments, duration_s, cost, error,
     time, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
-_INSERT_EVENTS = """INSERT INTO events (time, kind, run_id, task_id, agent, data)
-    SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
-        json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]')
-    FROM json_each(?) ORDER BY key"""
+_TASK_JSON = TaskRecord.__pydantic_serializer__.to_json
+_CALL_JSON = CallRecord.__pydantic_serializer__.to_json
+_TOOL_CALL_JSON = ToolCallRecord.__pydantic_serializer__.to_json
+"""``model_dump_json()`` without its per-call keyword handling (the same bytes)."""
+
+_LOCK_RETRY_S = 0.0005
+_LOCK_RETRIES = 200
+"""While the writer thread holds the connection (writing events, say), a batch on the loop
+is tried again every ``_LOCK_RETRY_S`` this many times before it goes to the thread."""
 
 
 _EVENTS_EVERY_S = 0.05
@@ -140,27 +159,75 @@ _EVENTS_MAX = 10_000
 """Buffered events that make the writer thread write them at once."""
 
 
-class _EventBatch:
-    """A posted job writing a batch of events (kept whole if it must be retried).
+_EVENT_ROWS = 32
+"""Events serialised between two GIL releases of the writer thread, and rows per INSERT."""
 
-    The batch goes to SQLite as one JSON array unpacked by ``json_each`` in a single
-    statement: one serialisation call and one step, so the writer thread holds the GIL
-    (which the event loop needs) for a few microseconds per event, not one bind per row."""
 
-    __slots__ = ("events", "rows")
+@cache
+def _insert_events(rows: int) -> str:
+    return "INSERT INTO events (time, kind, run_id, task_id, agent, data) VALUES " + ", ".join(
+        ["(?, ?, ?, ?, ?, ?)"] * rows
+    )
 
-    def __init__(self, events: list[Event]) -> None:
-        self.events: list[Event] | None = events
-        self.rows = ""
+
+def _event_params(events: list[Event], pause: bool) -> list[list[Any]]:
+    """Events as parameter lists of multi-row INSERTs (up to ``_EVENT_ROWS`` rows each).
+
+    With ``pause``, the GIL is let go after each chunk (``time.sleep(0)``): this runs on the
+    writer thread, and a waiting event loop gets the interpreter back within one chunk
+    (~0.1 ms) instead of after the 5 ms switch interval, so the work fills the loop's idle
+    time rather than delaying it."""
+    out: list[list[Any]] = []
+    for start in range(0, len(events), _EVENT_ROWS):
+        flat: list[Any] = []
+        for e in events[start : start + _EVENT_ROWS]:
+            flat += (e.time, e.kind, e.run_id, e.task_id, e.agent, to_json(e.data, fallback=str).decode())
+        out.append(flat)
+        if pause:
+            time.sleep(0)
+    return out
+
+
+def _insert_event_params(conn: sqlite3.Connection, chunks: list[list[Any]]) -> None:
+    for params in chunks:
+        conn.execute(_insert_events(len(params) // 6), params)
+
+
+class _EventRows:
+    """A writer-thread job inserting serialised events (kept whole if it must be retried)."""
+
+    __slots__ = ("chunks",)
+
+    def __init__(self, chunks: list[list[Any]]) -> None:
+        self.chunks = chunks
 
     def __call__(self, conn: sqlite3.Connection) -> None:
-        if self.events is not None:
-            # Serialised on the writer thread: an event is not changed after it is emitted.
-            self.rows = to_json(
-                [(e.time, e.kind, e.run_id, e.task_id, e.agent, e.data) for e in self.events], fallback=str
-            ).decode()
-            self.events = None
-        conn.execute(_INSERT_EVENTS, (self.rows,))
+        _insert_event_params(conn, self.chunks)
+
+
+def _execute(sql: str, row: tuple[Any, ...], conn: sqlite3.Connection) -> None:
+    conn.execute(sql, row)
+
+
+def _execute_many(sql: str, rows: list[tuple[Any, ...]], conn: sqlite3.Connection) -> None:
+    conn.executemany(sql, rows)
+
+
+def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None = None) -> None:
+    """Give ``future`` its result (or ``error``), from any thread."""
+
+    def settle() -> None:
+        if not future.done():
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(value)
+
+    loop = future.get_loop()
+    if asyncio._get_running_loop() is loop:
+        settle()
+    else:
+        loop.call_soon_threadsafe(settle)
 
 
 def _run_row(run: RunRecord) -> tuple[Any, ...]:
@@ -175,6 +242,9 @@ def _run_row(run: RunRecord) -> tuple[Any, ...]:
         run.error,
         run.model_dump_json(),
     )
+
+
+_Op = tuple[str, tuple[Any, ...], "asyncio.Future[Any] | None"]
 
 
 class SqliteStore:
@@ -198,6 +268,16 @@ class SqliteStore:
         self._events_since = 0.0
         self._events_wanted = False
         """A reader or flush() wants the buffered events written now."""
+        self._prepared: deque[list[Any]] = deque()
+        """Events serialised by the writer thread for the loop's next group commit."""
+        self._inline = synchronous == "normal"
+        """Whether writes may be committed on the event loop's thread (not with a sync per commit)."""
+        self._ops: list[_Op] = []
+        """Checkpoints and ledger rows waiting for the loop's next group commit."""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._scheduled = False
+        self._retries = 0
+        self._closing = False
 
         def opener() -> sqlite3.Connection:
             return open_database(self.path, SCHEMA, key=key, busy_timeout=busy_timeout, synchronous=synchronous)
@@ -209,6 +289,7 @@ class SqliteStore:
             opener=opener,
             collect=self._collect_events,
             collect_every=_EVENTS_EVERY_S,
+            busy_timeout=busy_timeout if self._inline else None,
         )
         if not in_event_loop():
             error = self._worker.opened.exception()  # waits: no loop to keep responsive
@@ -219,6 +300,170 @@ class SqliteStore:
     async def ready(self) -> None:
         """Wait until the file is open (without blocking the loop); raise why it cannot be."""
         await self._worker.ready()
+
+    # ------------------------------------------------------------------ group commit on the loop
+
+    def _here(self) -> asyncio.AbstractEventLoop | None:
+        """The running asyncio loop, when writes may be group-committed on it."""
+        if not self._inline or self._closing or not self._worker.usable:
+            return None
+        loop = asyncio._get_running_loop()
+        if loop is not self._loop and loop is not None:
+            if self._ops:
+                self._flush_ops()  # left by another loop (a store moved between loops)
+            self._loop, self._scheduled = loop, False
+        return loop
+
+    def _add(self, sql: str, row: tuple[Any, ...], loop: asyncio.AbstractEventLoop, wait: bool) -> Any:
+        future = loop.create_future() if wait else None
+        self._ops.append((sql, row, future))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush_soon)
+        return future
+
+    def _flush_soon(self) -> None:
+        self._scheduled = False
+        if self._ops or self._prepared:
+            self._flush_ops(may_wait=True)
+
+    def _events_ready(self) -> None:
+        """On the loop, called by the writer thread: serialised events wait to be written."""
+        if not self._scheduled:
+            self._flush_soon()
+
+    def _drain(self) -> None:
+        """Before a job goes to the writer thread: settle what waits for the loop's commit."""
+        if self._ops or self._prepared:
+            self._flush_ops()
+
+    def _take_prepared(self) -> list[list[Any]]:
+        prepared = self._prepared
+        events: list[list[Any]] = []
+        while prepared:
+            events.append(prepared.popleft())
+        return events
+
+    def _flush_ops(self, may_wait: bool = False) -> None:
+        """Commit the waiting ops and serialised events here, or hand them to the thread.
+
+        Serialised events are taken from ``_prepared`` only by this method, so they are
+        written in order: by this commit or, when it cannot be done, by the thread (which
+        is then not idle, so no later commit here overtakes them)."""
+        worker = self._worker
+        ops = [op for op in self._ops if op[2] is None or not op[2].cancelled()]
+        if not ops and not self._prepared:
+            self._ops = []
+            return
+        events: list[list[Any]] = []
+        if worker.usable and worker.idle and not self._closing:
+            if worker.lock.acquire(blocking=False):
+                try:
+                    done = False
+                    if worker.idle and worker.usable:
+                        events = self._take_prepared()
+                        done = self._commit(ops, events)
+                finally:
+                    worker.lock.release()
+                if done:
+                    self._ops, self._retries = [], 0
+                    worker.note_commit()
+                    for _, _, future in ops:
+                        if future is not None:
+                            _settle(future, None)
+                    return
+            elif may_wait and self._retries < _LOCK_RETRIES and self._loop is not None:
+                # The thread is writing or reading: it is done in a moment. Queueing behind
+                # it would cost a GIL hand-off per statement while the loop is busy.
+                self._retries += 1
+                self._scheduled = True
+                self._loop.call_later(_LOCK_RETRY_S, self._flush_soon)
+                return
+        self._ops, self._retries = [], 0
+        if not self._closing:  # once closing, the thread's last batch takes what is left
+            events += self._take_prepared()
+        if events:
+            try:
+                worker.post(_EventRows(events))
+            except RuntimeError:
+                worker.failed_writes += 1  # closed meanwhile
+        self._hand_over(ops)
+
+    def _commit(self, ops: list[_Op], events: list[list[Any]]) -> bool:
+        """One transaction for every op and serialised event, on this thread (holding the
+        worker's lock); False (rolled back) if it could not be done without waiting, or failed."""
+        if not ops and not events:
+            return True
+        conn = self._worker.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")  # busy timeout zero: "locked" at once, never a wait
+        except sqlite3.Error:
+            return False
+        try:
+            if events:
+                _insert_event_params(conn, events)
+            i, n = 0, len(ops)
+            while i < n:
+                sql, j = ops[i][0], i + 1
+                while j < n and ops[j][0] is sql:
+                    j += 1
+                if j == i + 1:
+                    conn.execute(sql, ops[i][1])
+                else:
+                    conn.executemany(sql, [op[1] for op in ops[i:j]])
+                i = j
+            conn.execute("COMMIT")
+        except Exception:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            return False
+        return True
+
+    def _hand_over(self, ops: list[_Op]) -> None:
+        """The writer thread does these, in order: each awaited one as its own job (its
+        caller gets its own result or error), consecutive posted rows as one."""
+        worker = self._worker
+        i, n = 0, len(ops)
+        while i < n:
+            sql, row, future = ops[i]
+            if future is not None:
+                try:
+                    _settle(future, worker.submit(partial(_execute, sql, row)))
+                except Exception as exc:
+                    _settle(future, None, exc)
+                i += 1
+                continue
+            j = i + 1
+            while j < n and ops[j][2] is None and ops[j][0] is sql:
+                j += 1
+            try:
+                worker.post(partial(_execute_many, sql, [op[1] for op in ops[i:j]]))
+            except RuntimeError:
+                worker.failed_writes += j - i  # closed meanwhile
+            i = j
+
+    async def _write(self, sql: str, row: tuple[Any, ...]) -> None:
+        """Commit one row; return once it is durable."""
+        loop = self._here()
+        if loop is None:
+            self._drain()
+            await self._worker.call(partial(_execute, sql, row))
+            return
+        handoff = await self._add(sql, row, loop, True)
+        if handoff is not None:  # the writer thread took it
+            await wait_future(handoff)
+
+    def _post(self, sql: str, row: tuple[Any, ...]) -> None:
+        """Queue one row, committed with the next transaction."""
+        loop = self._here()
+        if loop is None:
+            self._drain()
+            self._worker.post(partial(_execute, sql, row))
+        else:
+            self._add(sql, row, loop, False)
 
     # ------------------------------------------------------------------ runs
 
@@ -231,6 +476,7 @@ class SqliteStore:
             except sqlite3.IntegrityError:
                 raise ValueError(f"run {run.id} already exists in {self.path}") from None
 
+        self._drain()
         await self._worker.call(job)
 
     async def update_run(self, run: RunRecord) -> None:
@@ -240,6 +486,7 @@ class SqliteStore:
             if conn.execute(_UPDATE_RUN, row).rowcount == 0:
                 raise KeyError(f"unknown run {run.id} in {self.path}")
 
+        self._drain()
         await self._worker.call(job)
 
     async def get_run(self, run_id: str) -> RunRecord | None:
@@ -247,6 +494,7 @@ class SqliteStore:
             row = conn.execute("SELECT data FROM runs WHERE id = ?", (run_id,)).fetchone()
             return row[0] if row else None
 
+        self._drain()
         data = await self._worker.call(job, write=False)
         return RunRecord.model_validate_json(data) if data is not None else None
 
@@ -255,6 +503,7 @@ class SqliteStore:
             sql = "SELECT data FROM runs ORDER BY started_at DESC, rowid DESC LIMIT ?"
             return [r[0] for r in conn.execute(sql, (limit,))]
 
+        self._drain()
         return [RunRecord.model_validate_json(d) for d in await self._worker.call(job, write=False)]
 
     # ------------------------------------------------------------------ checkpoints
@@ -271,14 +520,15 @@ class SqliteStore:
             task.usage.input_tokens,
             task.usage.output_tokens,
             str(task.cost.total),
-            task.model_dump_json(),
+            _TASK_JSON(task).decode(),
         )
-        await self._worker.call(lambda conn: conn.execute(_SAVE_TASK, row))
+        await self._write(_SAVE_TASK, row)
 
     async def get_tasks(self, run_id: str) -> list[TaskRecord]:
         def job(conn: sqlite3.Connection) -> list[str]:
             return [r[0] for r in conn.execute("SELECT data FROM tasks WHERE run_id = ? ORDER BY seq", (run_id,))]
 
+        self._drain()
         return [TaskRecord.model_validate_json(d) for d in await self._worker.call(job, write=False)]
 
     # ------------------------------------------------------------------ ledger
@@ -305,9 +555,9 @@ class SqliteStore:
             int(call.cached),
             call.error,
             call.time,
-            call.model_dump_json(),
+            _CALL_JSON(call).decode(),
         )
-        self._worker.post(lambda conn: conn.execute(_INSERT_CALL, row))
+        self._post(_INSERT_CALL, row)
 
     async def record_tool_call(self, call: ToolCallRecord) -> None:
         row = (
@@ -320,9 +570,9 @@ class SqliteStore:
             str(call.cost),
             call.error,
             call.time,
-            call.model_dump_json(),
+            _TOOL_CALL_JSON(call).decode(),
         )
-        self._worker.post(lambda conn: conn.execute(_INSERT_TOOL_CALL, row))
+        self._post(_INSERT_TOOL_CALL, row)
 
     async def record_event(self, event: Event) -> None:
         self.post_event(event)
@@ -330,38 +580,44 @@ class SqliteStore:
     def post_event(self, event: Event) -> None:
         """Keep an event without waiting (for the synchronous progress-sink hook).
 
-        Events are buffered and written together by the writer thread, a few hundred at a
-        time: once ``_EVENTS_BATCH`` have gathered or the oldest is ``_EVENTS_EVERY_S`` old
-        (checked before each of its transactions and every ``_EVENTS_EVERY_S`` when idle,
-        so within about 0.1 s), and at ``flush()``, ``get_events()`` and close. Nothing
-        is queued per event."""
+        Events are buffered (a lock and a list append; nothing queued per event) and taken
+        by the writer thread a few hundred at a time: once ``_EVENTS_BATCH`` have gathered
+        (it is woken then) or the oldest is ``_EVENTS_EVERY_S`` old (it looks every
+        ``_EVENTS_EVERY_S``), and at ``flush()``, ``get_events()`` and close. The thread
+        serialises them, letting go of the GIL every few dozen; on an asyncio loop the
+        loop's next group commit inserts them (a few multi-row INSERTs), elsewhere the
+        thread does."""
         with self._events_lock:
             self._events.append(event)
             n = len(self._events)
         if n == 1:
             self._events_since = time.monotonic()
-        elif n >= _EVENTS_MAX and not self._worker.closed:
+        elif n == _EVENTS_BATCH or n % _EVENTS_MAX == 0:
             if self._worker.open_error is not None:
                 self._take_events()  # the file never opened: nothing will write them
             else:
-                self._worker.post(_EventBatch(self._take_events()))
+                self._worker.wake()
 
     def _take_events(self) -> list[Event]:
         with self._events_lock:
             events, self._events = self._events, []
         return events
 
-    def _collect_events(self) -> _EventBatch | None:
-        """On the writer thread, before each batch: the buffered events as one job, when
-        enough have gathered, the oldest is ``_EVENTS_EVERY_S`` old, or someone waits.
-
-        Taking them with every transaction would add a statement (and GIL hand-offs, which
-        cost most when the loop is busy) to each checkpoint; this way a busy run writes
-        events a few hundred at a time."""
-        n = len(self._events)
-        if not n:
+    def _loop_writes_events(self) -> asyncio.AbstractEventLoop | None:
+        """The loop whose group commits insert serialised events (None: the thread does)."""
+        loop = self._loop
+        if loop is None or self._closing or not self._inline or loop.is_closed():
             return None
-        if not (
+        return loop
+
+    def _collect_events(self) -> _EventRows | None:
+        """On the writer thread, before each batch: when enough events have gathered, the
+        oldest is ``_EVENTS_EVERY_S`` old, or someone waits, serialise them; hand them to
+        the loop, or return them as a job of this batch."""
+        n = len(self._events)
+        if not n and not self._prepared:
+            return None
+        if n and not (
             self._events_wanted
             or n >= _EVENTS_BATCH
             or time.monotonic() - self._events_since >= _EVENTS_EVERY_S
@@ -369,18 +625,46 @@ class SqliteStore:
         ):
             return None
         self._events_wanted = False
-        return _EventBatch(self._take_events())
+        chunks = _event_params(self._take_events(), pause=True)
+        loop = self._loop_writes_events()
+        if loop is not None:
+            self._prepared.extend(chunks)
+            try:
+                loop.call_soon_threadsafe(self._events_ready)
+                return None
+            except RuntimeError:
+                pass  # the loop closed meanwhile: write them here
+        prepared = self._prepared
+        rows: list[list[Any]] = []
+        while prepared:
+            rows.append(prepared.popleft())
+        if loop is None:
+            rows.extend(chunks)
+        return _EventRows(rows) if rows else None
+
+    def _prepare_buffered(self, conn: sqlite3.Connection) -> None:
+        """A writer-thread job: serialise every buffered event for the loop to write."""
+        self._prepared.extend(_event_params(self._take_events(), pause=False))
+
+    async def _events_written(self) -> None:
+        """Before a read or flush(): make every event posted so far part of the next write."""
+        if self._here() is not None and self._loop_writes_events() is not None:
+            await self._worker.call(self._prepare_buffered, write=False)
+        else:
+            self._events_wanted = True
 
     async def get_calls(self, run_id: str) -> list[CallRecord]:
         def job(conn: sqlite3.Connection) -> list[str]:
             return [r[0] for r in conn.execute("SELECT data FROM model_calls WHERE run_id = ? ORDER BY id", (run_id,))]
 
+        self._drain()
         return [CallRecord.model_validate_json(d) for d in await self._worker.call(job, write=False)]
 
     async def get_tool_calls(self, run_id: str) -> list[ToolCallRecord]:
         def job(conn: sqlite3.Connection) -> list[str]:
             return [r[0] for r in conn.execute("SELECT data FROM tool_calls WHERE run_id = ? ORDER BY id", (run_id,))]
 
+        self._drain()
         return [ToolCallRecord.model_validate_json(d) for d in await self._worker.call(job, write=False)]
 
     async def get_events(self, run_id: str) -> list[Event]:
@@ -388,7 +672,8 @@ class SqliteStore:
             sql = "SELECT time, kind, run_id, task_id, agent, data FROM events WHERE run_id = ? ORDER BY id"
             return list(conn.execute(sql, (run_id,)))
 
-        self._events_wanted = True
+        await self._events_written()
+        self._drain()
         rows = await self._worker.call(job, write=False)
         return [Event(time=t, kind=k, run_id=r, task_id=ti, agent=a, data=json.loads(d)) for t, k, r, ti, a, d in rows]
 
@@ -396,7 +681,8 @@ class SqliteStore:
 
     async def flush(self) -> None:
         """Wait until every queued ledger row and event is committed."""
-        self._events_wanted = True
+        await self._events_written()
+        self._drain()
         await self._worker.call(lambda conn: None)
 
     @property
@@ -411,7 +697,11 @@ class SqliteStore:
     async def aclose(self) -> None:
         import anyio
 
+        self._drain()
+        self._closing = True
         await anyio.to_thread.run_sync(self._worker.close)
 
     def close(self) -> None:
+        self._drain()
+        self._closing = True
         self._worker.close()

@@ -15,6 +15,18 @@ Two ways in:
   writes keep their order with awaited ones, so an awaited job also makes every write
   posted before it durable. A posted write that fails for a passing reason (database
   locked, disk full) is kept and tried again with the next transaction.
+* ``worker.background(fn)``: ``fn(conn)`` on a second connection of the thread's own,
+  outside the order of the other jobs and without ``worker.lock`` (WAL checkpoints).
+
+Sharing the connection (``Worker(busy_timeout=...)``): the caller's thread may run its own
+transactions on ``worker.conn`` while it holds ``worker.lock`` and the worker is ``idle``
+(every job queued so far is done, nothing waits to be retried), so that they keep their
+order with queued jobs. The connection's busy timeout is then zero (a caller on an event
+loop gets "busy" at once instead of waiting for another process's lock) and the thread
+raises it to ``busy_timeout`` while it runs its own jobs. Automatic WAL checkpoints are
+off on that connection (one would fsync on the caller's thread): the thread checkpoints
+every ``CHECKPOINT_EVERY`` commits noted with :meth:`Worker.note_commit`, passively, on
+its second connection.
 
 The connection may be opened on the thread itself (``Worker(opener=...)``): opening and
 migrating a file can wait for another process's write lock, which must not happen on the
@@ -46,20 +58,33 @@ log = logging.getLogger("taskloom.sqlite")
 
 _MAX_BATCH = 1000
 _MAX_RETRY = 100_000
+CHECKPOINT_EVERY = 64
+"""Commits on a shared connection between two passive WAL checkpoints."""
 
 
 class _Job:
-    __slots__ = ("fn", "future", "write")
+    __slots__ = ("fn", "future", "side", "write")
 
     def __init__(
-        self, fn: Callable[[sqlite3.Connection], Any], future: concurrent.futures.Future[Any] | None, write: bool
+        self,
+        fn: Callable[[sqlite3.Connection], Any],
+        future: concurrent.futures.Future[Any] | None,
+        write: bool,
+        side: bool = False,
     ) -> None:
         self.fn = fn
         self.future = future
         self.write = write
+        self.side = side
+
+
+def checkpoint(conn: sqlite3.Connection) -> None:
+    """Copy the WAL into the file without waiting for anyone."""
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
 
 _STOP = _Job(lambda conn: None, None, False)
+_WAKE = _Job(lambda conn: None, None, False, side=True)
 
 
 async def wait_future(future: concurrent.futures.Future[T]) -> T:
@@ -93,6 +118,7 @@ class Worker:
         opener: Callable[[], sqlite3.Connection] | None = None,
         collect: Callable[[], Callable[[sqlite3.Connection], Any] | None] | None = None,
         collect_every: float = 0.05,
+        busy_timeout: float | None = None,
     ) -> None:
         if (conn is None) == (opener is None):
             raise TypeError("give a connection or an opener")
@@ -107,6 +133,15 @@ class Worker:
             self.opened.set_result(None)
         self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._retry: list[_Job] = []
+        self._busy_ms = None if busy_timeout is None else int(busy_timeout * 1000)
+        self.lock = threading.Lock()
+        """Held while the thread uses ``conn``; a caller sharing it takes it too."""
+        self._count_lock = threading.Lock()
+        self._submitted = 0
+        self._finished = 0
+        self._commits = 0
+        self._usable = False
+        self._side: sqlite3.Connection | None = None
         self._closed = False
         self._warned: set[str] = set()
         self.failed_writes = 0
@@ -124,6 +159,32 @@ class Worker:
         """Why the file could not be opened (None while opening or once open)."""
         return self.opened.exception() if self.opened.done() else None
 
+    @property
+    def idle(self) -> bool:
+        """Every queued job (but background ones) is done and no write waits for a retry."""
+        return self._submitted == self._finished and not self._retry
+
+    @property
+    def usable(self) -> bool:
+        """The connection is open and not closed: a caller may share it (under ``lock``)."""
+        return self._usable
+
+    def wake(self) -> None:
+        """Make the thread look at its ``collect`` buffer now rather than at its next tick."""
+        if not self._closed:
+            self._queue.put(_WAKE)
+
+    def note_commit(self) -> None:
+        """A transaction was committed on the shared connection (for WAL checkpoints)."""
+        self._commits += 1
+        if self._commits % CHECKPOINT_EVERY == 0 and not self._closed:
+            self._queue.put(_Job(checkpoint, None, False, side=True))
+
+    def _put(self, job: _Job) -> None:
+        with self._count_lock:
+            self._submitted += 1
+            self._queue.put(job)
+
     async def ready(self) -> None:
         """Wait until the connection is open; raise the error if it could not be."""
         await wait_future(self.opened)
@@ -132,7 +193,7 @@ class Worker:
         if self._closed:
             raise RuntimeError(f"{self.what} {self.path} is closed")
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._queue.put(_Job(fn, future, write))
+        self._put(_Job(fn, future, write))
         return future
 
     async def call(self, fn: Callable[[sqlite3.Connection], T], *, write: bool = True) -> T:
@@ -141,18 +202,24 @@ class Worker:
     def post(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
         if self._closed:
             raise RuntimeError(f"{self.what} {self.path} is closed")
-        self._queue.put(_Job(fn, None, True))
+        self._put(_Job(fn, None, True))
 
     def control(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
         """Queue ``fn(conn)`` to run outside any transaction (it may replace ``self.conn``)."""
         if not self._closed:
-            self._queue.put(_Job(fn, None, False))
+            self._put(_Job(fn, None, False))
+
+    def background(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
+        """Queue ``fn(conn)`` on the thread's second connection, in no order with other jobs."""
+        if not self._closed:
+            self._queue.put(_Job(fn, None, False, side=True))
 
     def close(self, timeout: float | None = 30.0) -> None:
         """Finish queued work, then close the connection."""
         if self._closed:
             return
         self._closed = True
+        self._usable = False
         self._queue.put(_STOP)
         self._thread.join(timeout)
         if self._retry:
@@ -164,20 +231,44 @@ class Worker:
                 "database locked or disk full",
             )
         if self.conn is not None:
-            self.conn.close()
+            locked = self.lock.acquire(timeout=timeout if timeout is not None else -1)
+            try:
+                self.conn.close()
+            finally:
+                if locked:
+                    self.lock.release()
 
     # ------------------------------------------------------------------ the thread
 
     def _open(self) -> bool:
-        if self._opener is None:
-            return True
-        try:
-            self.conn = self._opener()
-        except BaseException as exc:
-            self.opened.set_exception(exc)
-            return False
-        self.opened.set_result(None)
+        if self._opener is not None:
+            try:
+                self.conn = self._opener()
+            except BaseException as exc:
+                self.opened.set_exception(exc)
+                return False
+        if self._busy_ms is not None:
+            try:
+                self.conn.execute("PRAGMA busy_timeout=0")
+                self.conn.execute("PRAGMA wal_autocheckpoint=0")
+            except BaseException as exc:
+                self.conn.close()
+                self.opened.set_exception(translate(exc, self.what, self.path))
+                return False
+        if self._opener is not None:
+            self.opened.set_result(None)
+        self._usable = not self._closed
         return True
+
+    def _run_side(self, jobs: list[_Job]) -> None:
+        """Background jobs, on the thread's second connection, without ``lock``."""
+        try:
+            if self._side is None:
+                self._side = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
+            for job in jobs:
+                job.fn(self._side)
+        except Exception as exc:
+            self._warn(f"side:{type(exc).__name__}", f"{self.what} {self.path}: {type(exc).__name__}: {exc}")
 
     def _refuse(self) -> None:
         """The file could not be opened: fail every job until closed."""
@@ -197,6 +288,13 @@ class Worker:
         if not self._open():
             self._refuse()
             return
+        try:
+            self._loop()
+        finally:
+            if self._side is not None:
+                self._side.close()
+
+    def _loop(self) -> None:
         get = self._queue.get
         get_nowait = self._queue.get_nowait
         collect = self._collect
@@ -217,24 +315,43 @@ class Worker:
             if _STOP in batch:
                 stop = True
                 batch = [j for j in batch if j is not _STOP]
+            side = [j for j in batch if j.side]
+            if side:
+                batch = [j for j in batch if not j.side]
+                side = [j for j in side if j is not _WAKE]
+            ordered = len(batch)
             if collect is not None:
                 # Buffered writes ride along with this transaction (or, when idle, get their
-                # own), first, so that reads in the batch see them.
+                # own), first, so that reads in the batch see them. Collected before the
+                # lock is taken: preparing them does not keep the connection from others.
                 extra = collect()
                 if extra is not None:
                     batch.insert(0, _Job(extra, None, True))
-                if not batch and not stop:
-                    continue
+            if batch or (stop and self._retry):
+                with self.lock:
+                    self._batch(batch, stop)
+                    self._finished += ordered
+            if side:
+                self._run_side(side)
+            if stop:
+                return
+
+    def _batch(self, batch: list[_Job], stop: bool) -> None:
+        busy_ms = self._busy_ms
+        try:
+            if busy_ms is not None:
+                self.conn.execute(f"PRAGMA busy_timeout={busy_ms}")
             try:
                 self._run(batch)
-            except BaseException as exc:  # never let the thread die with jobs waiting
-                for job in batch:
-                    if job.future is not None and not job.future.done():
-                        job.future.set_exception(exc)
-            if stop:
-                if self._retry:
+                if stop and self._retry:
                     self._run([])  # one last try for retried writes
-                return
+            finally:
+                if busy_ms is not None:
+                    self.conn.execute("PRAGMA busy_timeout=0")
+        except BaseException as exc:  # never let the thread die with jobs waiting
+            for job in batch:
+                if job.future is not None and not job.future.done():
+                    job.future.set_exception(exc)
 
     def _run(self, batch: list[_Job]) -> None:
         """Consecutive writes share a transaction; reads run on their own."""
@@ -305,6 +422,8 @@ class Worker:
         except sqlite3.Error as exc:
             self._abort(jobs, exc)
             return
+        if self._busy_ms is not None:
+            self.note_commit()
         for job, result, error in done:
             if job.future is None:
                 if error is not None:
