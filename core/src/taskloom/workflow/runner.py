@@ -176,8 +176,10 @@ class _Engine:
                 self.records[i] = record
                 self.outputs[tid] = record.output
         state = self.state
-        for i in range(len(g)):
-            self.remaining[i] = sum(1 for d in g.deps[i] if state[d] != "succeeded")
+        if self.previous:
+            self.remaining = [sum(1 for d in deps if state[d] != "succeeded") for deps in g.deps]
+        else:  # a new run: nothing is done yet
+            self.remaining = [len(deps) for deps in g.deps]
         self._emit("run.start", None, {
             "workflow": self.spec.name, "tasks": len(g), "user": self.user, "resumed": resumed,
             "already_done": sum(1 for s in state if s == "succeeded"),
