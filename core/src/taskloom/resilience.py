@@ -135,12 +135,12 @@ def within(seconds: float, call: Coroutine[Any, Any, T]) -> Awaitable[T]:
     where it waits, so nothing else changes for the caller.
     """
     try:
-        loop = asyncio.get_running_loop()
+        asyncio.get_running_loop()
     except RuntimeError:  # not asyncio (trio): anyio's scope
         return _scoped(seconds, call)
     if type(call) is not types.CoroutineType:  # another kind of awaitable
         return _scoped(seconds, call)
-    return _lazily_bounded(call, loop.time() + seconds)
+    return _lazily_bounded(call, seconds, time.monotonic())
 
 
 async def _scoped(seconds: float, call: Awaitable[T]) -> T:
@@ -149,15 +149,17 @@ async def _scoped(seconds: float, call: Awaitable[T]) -> T:
 
 
 @types.coroutine
-def _lazily_bounded(call: Coroutine[Any, Any, T], when: float) -> Generator[Any, Any, T]:
+def _lazily_bounded(call: Coroutine[Any, Any, T], seconds: float, started: float) -> Generator[Any, Any, T]:
     # Step the coroutine as ``await`` would; if it finishes at once, no timer is needed.
     try:
         pending = call.send(None)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
     # It waits: run the rest inside asyncio's timeout scope, passing every send and
-    # throw on to the coroutine as ``yield from`` does.
-    scope = asyncio.timeout_at(when)
+    # throw on to the coroutine as ``yield from`` does. The scope ends ``seconds`` after
+    # ``started`` (read on the monotonic clock, and turned into the loop's own time here).
+    loop = asyncio.get_running_loop()
+    scope = asyncio.timeout_at(loop.time() + seconds - (time.monotonic() - started))
     yield from scope.__aenter__().__await__()
     try:
         while True:

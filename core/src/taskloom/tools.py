@@ -102,16 +102,13 @@ class Tool:
         return self._spec
 
     async def run(self, arguments: dict[str, Any] | None, timeout: float | None = None) -> ToolResult:
+        """Validate the arguments and call the function within ``timeout`` (the tool's own
+        by default); every failure is an error result. ``duration_s`` is how long it took."""
         start = time.perf_counter()
-        result = await self._run(arguments, timeout)
-        result.duration_s = time.perf_counter() - start
-        return result
-
-    async def _run(self, arguments: dict[str, Any] | None, timeout: float | None) -> ToolResult:
         if arguments is None:
-            return ToolResult(
+            return self._failed(
+                start,
                 f"error: the arguments for {self.name} are not a JSON object; send a JSON object matching its schema",
-                True,
             )
         try:
             validated = self.arguments_model.model_validate(arguments)
@@ -119,7 +116,7 @@ class Tool:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}" for e in exc.errors()
             )
-            return ToolResult(f"error: invalid arguments for {self.name}: {problems}", True)
+            return self._failed(start, f"error: invalid arguments for {self.name}: {problems}")
         extra = validated.__pydantic_extra__
         if self.passthrough:
             kwargs = {**(extra or {})}
@@ -134,14 +131,21 @@ class Tool:
                 async with deadline(limit):
                     value = await anyio.to_thread.run_sync(lambda: self.function(**kwargs), abandon_on_cancel=True)
         except TimeoutError:
-            return ToolResult(f"error: {self.name} timed out after {limit:g} s", True)
+            return self._failed(start, f"error: {self.name} timed out after {limit:g} s")
         except Exception as exc:
-            return ToolResult(f"error: {self.name} failed: {type(exc).__name__}: {exc}", True)
+            return self._failed(start, f"error: {self.name} failed: {type(exc).__name__}: {exc}")
         if isinstance(value, ToolResult):
             if not isinstance(value.content, str):  # the model is sent text
                 value.content = _to_text(value.content)
-            return value
-        return ToolResult(_to_text(value), False, value)
+            result = value
+        else:
+            result = ToolResult(_to_text(value), False, value)
+        result.duration_s = time.perf_counter() - start
+        return result
+
+    @staticmethod
+    def _failed(start: float, message: str) -> ToolResult:
+        return ToolResult(message, True, None, time.perf_counter() - start)
 
 
 _JSON = json.JSONEncoder(ensure_ascii=False)
