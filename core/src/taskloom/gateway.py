@@ -80,7 +80,7 @@ class Gateway:
         start = time.perf_counter()
         chain = self._admit_and_route(request)
         key = self._cache_key(request, chain[0])
-        response = await self._cache_get(key, request, chain[0])
+        response = await self._cache_get(key, request, chain[0]) if key is not None else None
         if response is None:
             try:
                 response = await self._call_chain(request, chain)
@@ -94,7 +94,7 @@ class Gateway:
         else:
             assign(response, latency_s=time.perf_counter() - start)
         await self._record(request, response, key)
-        if not response.cached:
+        if key is not None and not response.cached:
             await self._cache_put(key, response)
         return response
 
@@ -185,7 +185,10 @@ class Gateway:
             attempt = 0
             while True:
                 attempt += 1
-                timeout, by_deadline = self._attempt_timeout(request, config, alias, failures, breaker)
+                if request.deadline is None:
+                    timeout, by_deadline = request.timeout or config.timeout, False
+                else:
+                    timeout, by_deadline = self._attempt_timeout(request, config, alias, failures, breaker)
                 try:
                     response = await within(timeout, provider.complete(request))
                     if not isinstance(response, ModelResponse):
@@ -349,25 +352,27 @@ class Gateway:
                 f"no cost model knows the price of {response.alias} ({response.model}); its calls are reported as unpriced",
             )
         now = time.time()
-        await self._ledger(
-            build(
-                CallRecord,
-                run_id=meta.run_id,
-                task_id=meta.task_id,
-                agent=meta.agent,
-                user=meta.user,
-                request_hash=key.partition(":")[2] if key else "",
-                alias=response.alias,
-                model=response.model,
-                provider=response.provider,
-                usage=response.usage,
-                cost=cost,
-                latency_s=response.latency_s,
-                cached=response.cached,
-                error=None,
-                time=now,
-            )
+        record = build(
+            CallRecord,
+            run_id=meta.run_id,
+            task_id=meta.task_id,
+            agent=meta.agent,
+            user=meta.user,
+            request_hash=key.partition(":")[2] if key else "",
+            alias=response.alias,
+            model=response.model,
+            provider=response.provider,
+            usage=response.usage,
+            cost=cost,
+            latency_s=response.latency_s,
+            cached=response.cached,
+            error=None,
+            time=now,
         )
+        try:
+            await kernel.store.record_call(record)
+        except Exception as exc:
+            self._ledger_failed(exc)
         if kernel.has_sinks:
             kernel.emit(
                 self._event(
@@ -432,9 +437,12 @@ class Gateway:
         try:
             await self.kernel.store.record_call(record)
         except Exception as exc:
-            self.kernel.plugins.warn_once(
-                "ledger", f"the run store could not record a model call ({type(exc).__name__}: {exc})"
-            )
+            self._ledger_failed(exc)
+
+    def _ledger_failed(self, exc: Exception) -> None:
+        self.kernel.plugins.warn_once(
+            "ledger", f"the run store could not record a model call ({type(exc).__name__}: {exc})"
+        )
 
     @staticmethod
     def _event(kind: str, request: ModelRequest, data: dict[str, Any], now: float | None = None) -> Event:
