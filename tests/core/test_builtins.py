@@ -326,3 +326,82 @@ async def test_denial_message_names_the_plugin() -> None:
     )
     with pytest.raises(PolicyDenied, match="denied by limits: tier 't' may not use tool 'x'"):
         kernel.check(Action(kind="tool_call", tool="x"))
+
+
+def test_limits_says_which_kinds_it_checks_and_whether_it_wants_events() -> None:
+    limits, settings, _ = _limits({})
+    assert limits.taskloom_check_kinds(settings) == ["deployment"]  # the context window only
+    assert limits.taskloom_wants_events(settings) is False
+    limits, settings, _ = _limits({"context_check": False})
+    assert limits.taskloom_check_kinds(settings) == []
+    limits, settings, _ = _limits({"tiers": {"free": {"allowed_tools": ["a"]}}})
+    assert limits.taskloom_check_kinds(settings) is None  # a tier: every kind
+    assert limits.taskloom_wants_events(settings) is False  # nothing to count
+    for counted in ({"tokens_per_day": 10}, {"concurrent_runs": 1}):
+        limits, settings, _ = _limits({"tiers": {"free": counted}})
+        assert limits.taskloom_wants_events(settings) is True, counted
+
+
+async def test_limits_counts_tokens_per_day_through_events_of_the_gateway() -> None:
+    """The tier that counts tokens makes limits a sink again: the day's usage reaches it
+    through ``model.call`` events and the next call is denied."""
+    config = {
+        "taskloom": {
+            "store": "memory",
+            "default_model": "fake",
+            "user": "ann",
+            "plugins": ["memory-cache", "memory-store", "prices", "limits", "console", "jsonl", "scripted"],
+        },
+        "models": {"fake": {"provider": "scripted", "default": "a long enough answer"}},
+        "plugins": {
+            "limits": {"tiers": {"free": {"tokens_per_day": 5}}, "default_tier": "free"},
+            "console": {"mode": "never"},
+        },
+    }
+    kernel = load_kernel(config)
+    assert [p for p, _ in kernel._sinks] == ["limits"]
+    from taskloom import Agent, run_agent
+
+    assert (await run_agent(kernel, Agent(), "one")).ok
+    result = await run_agent(kernel, Agent(), "two")
+    assert result.stop_reason == "denied" and "tokens a day" in (result.detail or ""), result.detail
+
+
+async def test_console_and_jsonl_want_events_only_when_they_show_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from taskloom.builtin.console import ConsoleSink
+    from taskloom.builtin.jsonl import JsonlSink
+
+    monkeypatch.delenv("TASKLOOM_PROGRESS", raising=False)
+    monkeypatch.delenv("TASKLOOM_EVENTS_JSONL", raising=False)
+
+    def settings(plugins: dict) -> object:
+        s = load_settings({"plugins": plugins})
+        from taskloom.builtin.console import ConsoleConfig
+        from taskloom.builtin.jsonl import JsonlConfig
+
+        s.set_plugin_config("console", ConsoleConfig)
+        s.set_plugin_config("jsonl", JsonlConfig)
+        return s
+
+    for mode, wanted in (("never", False), ("always", True)):
+        sink = ConsoleSink()
+        s = settings({"console": {"mode": mode}})
+        sink.taskloom_configure(s)
+        assert sink.taskloom_wants_events(s) is wanted, mode
+    monkeypatch.setenv("TASKLOOM_PROGRESS", "1")
+    sink = ConsoleSink()
+    s = settings({"console": {"mode": "never"}})
+    sink.taskloom_configure(s)
+    assert sink.taskloom_wants_events(s) is True  # the variable wins
+    jsonl = JsonlSink()
+    s = settings({})
+    jsonl.taskloom_configure(s)
+    assert jsonl.taskloom_wants_events(s) is False  # no path: it would drop every event
+    jsonl = JsonlSink()
+    s = settings({"jsonl": {"path": str(tmp_path / "e.jsonl")}})
+    jsonl.taskloom_configure(s)
+    assert jsonl.taskloom_wants_events(s) is True
+    assert jsonl.file is not None
+    jsonl.file.close()
