@@ -29,10 +29,9 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import threading
 import time
 from collections import deque
-from functools import cache, partial
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -160,49 +159,47 @@ _EVENTS_MAX = 10_000
 
 
 _EVENT_ROWS = 32
-"""Events serialised between two GIL releases of the writer thread, and rows per INSERT."""
+"""Events serialised between two GIL releases of the writer thread."""
 
 
-@cache
-def _insert_events(rows: int) -> str:
-    return "INSERT INTO events (time, kind, run_id, task_id, agent, data) VALUES " + ", ".join(
-        ["(?, ?, ?, ?, ?, ?)"] * rows
-    )
+def _event_params(events: list[Event]) -> list[Any]:
+    """Events as the parameters of one multi-row INSERT (six a row).
 
-
-def _event_params(events: list[Event], pause: bool) -> list[list[Any]]:
-    """Events as parameter lists of multi-row INSERTs (up to ``_EVENT_ROWS`` rows each).
-
-    With ``pause``, the GIL is let go after each chunk (``time.sleep(0)``): this runs on the
-    writer thread, and a waiting event loop gets the interpreter back within one chunk
-    (~0.1 ms) instead of after the 5 ms switch interval, so the work fills the loop's idle
-    time rather than delaying it."""
-    out: list[list[Any]] = []
-    for start in range(0, len(events), _EVENT_ROWS):
-        flat: list[Any] = []
-        for e in events[start : start + _EVENT_ROWS]:
-            flat += (e.time, e.kind, e.run_id, e.task_id, e.agent, to_json(e.data, fallback=str).decode())
-        out.append(flat)
-        if pause:
+    This runs on the writer thread, which lets go of the GIL (``time.sleep(0)``) after
+    every ``_EVENT_ROWS`` events: a waiting event loop gets the interpreter back within
+    one chunk (~0.1 ms) rather than after the 5 ms switch interval, so the work fills the
+    loop's idle time instead of delaying it."""
+    flat: list[Any] = []
+    for i, e in enumerate(events, 1):
+        flat += (e.time, e.kind, e.run_id, e.task_id, e.agent, to_json(e.data, fallback=str).decode())
+        if i % _EVENT_ROWS == 0:
             time.sleep(0)
-    return out
+    return flat
 
 
-def _insert_event_params(conn: sqlite3.Connection, chunks: list[list[Any]]) -> None:
-    for params in chunks:
-        conn.execute(_insert_events(len(params) // 6), params)
+def _insert_events(conn: sqlite3.Connection, flat: list[Any]) -> list[Any]:
+    """Insert serialised events with as few statements as SQLite's parameter limit allows,
+    each in autocommit (its own transaction, so the write lock is held only while SQLite
+    works, with the GIL released). On an error, returns the parameters not written."""
+    per = max(1, min(conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER), 32766) // 6) * 6
+    while flat:
+        params = flat[:per]
+        sql = "INSERT INTO events (time, kind, run_id, task_id, agent, data) VALUES " + ", ".join(
+            ["(?, ?, ?, ?, ?, ?)"] * (len(params) // 6)
+        )
+        try:
+            conn.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise _Unwritten(flat, exc) from exc
+        flat = flat[per:]
+    return flat
 
 
-class _EventRows:
-    """A writer-thread job inserting serialised events (kept whole if it must be retried)."""
-
-    __slots__ = ("chunks",)
-
-    def __init__(self, chunks: list[list[Any]]) -> None:
-        self.chunks = chunks
-
-    def __call__(self, conn: sqlite3.Connection) -> None:
-        _insert_event_params(conn, self.chunks)
+class _Unwritten(Exception):
+    def __init__(self, rest: list[Any], error: sqlite3.Error) -> None:
+        super().__init__(str(error))
+        self.rest = rest
+        self.error = error
 
 
 def _execute(sql: str, row: tuple[Any, ...], conn: sqlite3.Connection) -> None:
@@ -263,13 +260,13 @@ class SqliteStore:
         # file may wait for another process's lock, so inside an event loop it happens on the
         # writer thread and its error (a newer schema, say) comes from the first operation.
         self.path = check_path(Path(path), what=WHAT, key=key, create_dir=create_dir).absolute()
-        self._events: list[Event] = []
-        self._events_lock = threading.Lock()
+        self._events: deque[Event] = deque()
+        """Events not yet taken by the writer thread (appends and pops are atomic)."""
+        self._unwritten: list[Any] = []
+        """Serialised events a passing error (locked, full) kept from being written."""
         self._events_since = 0.0
         self._events_wanted = False
         """A reader or flush() wants the buffered events written now."""
-        self._prepared: deque[list[Any]] = deque()
-        """Events serialised by the writer thread for the loop's next group commit."""
         self._inline = synchronous == "normal"
         """Whether writes may be committed on the event loop's thread (not with a sync per commit)."""
         self._ops: list[_Op] = []
@@ -289,7 +286,9 @@ class SqliteStore:
             opener=opener,
             collect=self._collect_events,
             collect_every=_EVENTS_EVERY_S,
-            busy_timeout=busy_timeout if self._inline else None,
+            busy_timeout=busy_timeout,
+            shared=self._inline,
+            synchronous=synchronous,
         )
         if not in_event_loop():
             error = self._worker.opened.exception()  # waits: no loop to keep responsive
@@ -324,45 +323,22 @@ class SqliteStore:
 
     def _flush_soon(self) -> None:
         self._scheduled = False
-        if self._ops or self._prepared:
+        if self._ops:
             self._flush_ops(may_wait=True)
-
-    def _events_ready(self) -> None:
-        """On the loop, called by the writer thread: serialised events wait to be written."""
-        if not self._scheduled:
-            self._flush_soon()
 
     def _drain(self) -> None:
         """Before a job goes to the writer thread: settle what waits for the loop's commit."""
-        if self._ops or self._prepared:
+        if self._ops:
             self._flush_ops()
 
-    def _take_prepared(self) -> list[list[Any]]:
-        prepared = self._prepared
-        events: list[list[Any]] = []
-        while prepared:
-            events.append(prepared.popleft())
-        return events
-
     def _flush_ops(self, may_wait: bool = False) -> None:
-        """Commit the waiting ops and serialised events here, or hand them to the thread.
-
-        Serialised events are taken from ``_prepared`` only by this method, so they are
-        written in order: by this commit or, when it cannot be done, by the thread (which
-        is then not idle, so no later commit here overtakes them)."""
+        """Commit the waiting ops here, or hand them to the writer thread."""
         worker = self._worker
         ops = [op for op in self._ops if op[2] is None or not op[2].cancelled()]
-        if not ops and not self._prepared:
-            self._ops = []
-            return
-        events: list[list[Any]] = []
-        if worker.usable and worker.idle and not self._closing:
+        if worker.usable and worker.idle and not self._closing and ops:
             if worker.lock.acquire(blocking=False):
                 try:
-                    done = False
-                    if worker.idle and worker.usable:
-                        events = self._take_prepared()
-                        done = self._commit(ops, events)
+                    done = worker.idle and worker.usable and self._commit(ops)
                 finally:
                     worker.lock.release()
                 if done:
@@ -373,35 +349,25 @@ class SqliteStore:
                             _settle(future, None)
                     return
             elif may_wait and self._retries < _LOCK_RETRIES and self._loop is not None:
-                # The thread is writing or reading: it is done in a moment. Queueing behind
-                # it would cost a GIL hand-off per statement while the loop is busy.
+                # The thread is using the connection (a read, say): it is done in a moment.
+                # Queueing behind it would cost a GIL hand-off per statement while the
+                # loop is busy.
                 self._retries += 1
                 self._scheduled = True
                 self._loop.call_later(_LOCK_RETRY_S, self._flush_soon)
                 return
         self._ops, self._retries = [], 0
-        if not self._closing:  # once closing, the thread's last batch takes what is left
-            events += self._take_prepared()
-        if events:
-            try:
-                worker.post(_EventRows(events))
-            except RuntimeError:
-                worker.failed_writes += 1  # closed meanwhile
         self._hand_over(ops)
 
-    def _commit(self, ops: list[_Op], events: list[list[Any]]) -> bool:
-        """One transaction for every op and serialised event, on this thread (holding the
-        worker's lock); False (rolled back) if it could not be done without waiting, or failed."""
-        if not ops and not events:
-            return True
+    def _commit(self, ops: list[_Op]) -> bool:
+        """One transaction for every op, on this thread (holding the worker's lock); False
+        (rolled back) if it could not be done without waiting, or failed."""
         conn = self._worker.conn
         try:
             conn.execute("BEGIN IMMEDIATE")  # busy timeout zero: "locked" at once, never a wait
         except sqlite3.Error:
             return False
         try:
-            if events:
-                _insert_event_params(conn, events)
             i, n = 0, len(ops)
             while i < n:
                 sql, j = ops[i][0], i + 1
@@ -413,12 +379,14 @@ class SqliteStore:
                     conn.executemany(sql, [op[1] for op in ops[i:j]])
                 i = j
             conn.execute("COMMIT")
-        except Exception:
+        except BaseException as exc:
             if conn.in_transaction:
                 try:
                     conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass
+            if not isinstance(exc, Exception):
+                raise
             return False
         return True
 
@@ -580,42 +548,35 @@ class SqliteStore:
     def post_event(self, event: Event) -> None:
         """Keep an event without waiting (for the synchronous progress-sink hook).
 
-        Events are buffered (a lock and a list append; nothing queued per event) and taken
-        by the writer thread a few hundred at a time: once ``_EVENTS_BATCH`` have gathered
-        (it is woken then) or the oldest is ``_EVENTS_EVERY_S`` old (it looks every
-        ``_EVENTS_EVERY_S``), and at ``flush()``, ``get_events()`` and close. The thread
-        serialises them, letting go of the GIL every few dozen; on an asyncio loop the
-        loop's next group commit inserts them (a few multi-row INSERTs), elsewhere the
-        thread does."""
-        with self._events_lock:
-            self._events.append(event)
-            n = len(self._events)
+        Events are buffered (one append; nothing queued per event) and taken by the writer
+        thread a few hundred at a time: once ``_EVENTS_BATCH`` have gathered (it is woken
+        then) or the oldest is ``_EVENTS_EVERY_S`` old (it looks every ``_EVENTS_EVERY_S``),
+        and before ``flush()``, ``get_events()`` and close. The thread serialises them,
+        letting go of the GIL every few dozen, and inserts them on its own second
+        connection, each batch one multi-row INSERT in autocommit: the event loop's
+        commits never wait for the thread's GIL turn, only (rarely) for SQLite's write
+        lock for the millisecond the insert takes."""
+        events = self._events
+        events.append(event)
+        n = len(events)
         if n == 1:
             self._events_since = time.monotonic()
         elif n == _EVENTS_BATCH or n % _EVENTS_MAX == 0:
             if self._worker.open_error is not None:
-                self._take_events()  # the file never opened: nothing will write them
+                events.clear()  # the file never opened: nothing will write them
             else:
                 self._worker.wake()
 
     def _take_events(self) -> list[Event]:
-        with self._events_lock:
-            events, self._events = self._events, []
-        return events
+        events = self._events
+        return [events.popleft() for _ in range(len(events))]
 
-    def _loop_writes_events(self) -> asyncio.AbstractEventLoop | None:
-        """The loop whose group commits insert serialised events (None: the thread does)."""
-        loop = self._loop
-        if loop is None or self._closing or not self._inline or loop.is_closed():
-            return None
-        return loop
-
-    def _collect_events(self) -> _EventRows | None:
+    def _collect_events(self) -> None:
         """On the writer thread, before each batch: when enough events have gathered, the
-        oldest is ``_EVENTS_EVERY_S`` old, or someone waits, serialise them; hand them to
-        the loop, or return them as a job of this batch."""
+        oldest is ``_EVENTS_EVERY_S`` old, or someone waits, serialise and insert them
+        (before the batch's reads run, so that those see them)."""
         n = len(self._events)
-        if not n and not self._prepared:
+        if not n and not self._unwritten:
             return None
         if n and not (
             self._events_wanted
@@ -625,33 +586,20 @@ class SqliteStore:
         ):
             return None
         self._events_wanted = False
-        chunks = _event_params(self._take_events(), pause=True)
-        loop = self._loop_writes_events()
-        if loop is not None:
-            self._prepared.extend(chunks)
-            try:
-                loop.call_soon_threadsafe(self._events_ready)
-                return None
-            except RuntimeError:
-                pass  # the loop closed meanwhile: write them here
-        prepared = self._prepared
-        rows: list[list[Any]] = []
-        while prepared:
-            rows.append(prepared.popleft())
-        if loop is None:
-            rows.extend(chunks)
-        return _EventRows(rows) if rows else None
-
-    def _prepare_buffered(self, conn: sqlite3.Connection) -> None:
-        """A writer-thread job: serialise every buffered event for the loop to write."""
-        self._prepared.extend(_event_params(self._take_events(), pause=False))
-
-    async def _events_written(self) -> None:
-        """Before a read or flush(): make every event posted so far part of the next write."""
-        if self._here() is not None and self._loop_writes_events() is not None:
-            await self._worker.call(self._prepare_buffered, write=False)
-        else:
-            self._events_wanted = True
+        flat = self._unwritten + _event_params(self._take_events())
+        self._unwritten = []
+        worker = self._worker
+        try:
+            _insert_events(worker.side_connection(), flat)
+        except _Unwritten as exc:
+            # Kept for the next try when the cause may pass (locked, full), within reason.
+            if worker.kept(exc.error, "events") and len(exc.rest) <= _EVENTS_MAX * 6 * 10:
+                self._unwritten = exc.rest
+            else:
+                worker.failed_writes += len(exc.rest) // 6
+        except Exception as exc:  # the second connection could not be opened
+            worker.kept(exc, "events")
+            worker.failed_writes += len(flat) // 6
 
     async def get_calls(self, run_id: str) -> list[CallRecord]:
         def job(conn: sqlite3.Connection) -> list[str]:
@@ -672,7 +620,7 @@ class SqliteStore:
             sql = "SELECT time, kind, run_id, task_id, agent, data FROM events WHERE run_id = ? ORDER BY id"
             return list(conn.execute(sql, (run_id,)))
 
-        await self._events_written()
+        self._events_wanted = True
         self._drain()
         rows = await self._worker.call(job, write=False)
         return [Event(time=t, kind=k, run_id=r, task_id=ti, agent=a, data=json.loads(d)) for t, k, r, ti, a, d in rows]
@@ -681,7 +629,7 @@ class SqliteStore:
 
     async def flush(self) -> None:
         """Wait until every queued ledger row and event is committed."""
-        await self._events_written()
+        self._events_wanted = True
         self._drain()
         await self._worker.call(lambda conn: None)
 

@@ -18,7 +18,7 @@ Two ways in:
 * ``worker.background(fn)``: ``fn(conn)`` on a second connection of the thread's own,
   outside the order of the other jobs and without ``worker.lock`` (WAL checkpoints).
 
-Sharing the connection (``Worker(busy_timeout=...)``): the caller's thread may run its own
+Sharing the connection (``Worker(shared=True)``): the caller's thread may run its own
 transactions on ``worker.conn`` while it holds ``worker.lock`` and the worker is ``idle``
 (every job queued so far is done, nothing waits to be retried), so that they keep their
 order with queued jobs. The connection's busy timeout is then zero (a caller on an event
@@ -118,7 +118,9 @@ class Worker:
         opener: Callable[[], sqlite3.Connection] | None = None,
         collect: Callable[[], Callable[[sqlite3.Connection], Any] | None] | None = None,
         collect_every: float = 0.05,
-        busy_timeout: float | None = None,
+        busy_timeout: float = 5.0,
+        shared: bool = False,
+        synchronous: str = "normal",
     ) -> None:
         if (conn is None) == (opener is None):
             raise TypeError("give a connection or an opener")
@@ -133,7 +135,10 @@ class Worker:
             self.opened.set_result(None)
         self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._retry: list[_Job] = []
-        self._busy_ms = None if busy_timeout is None else int(busy_timeout * 1000)
+        self._busy_ms = int(busy_timeout * 1000) if shared else None
+        """Set while the thread runs jobs on a connection shared with callers (zero otherwise)."""
+        self._side_busy_ms = int(busy_timeout * 1000)
+        self._synchronous = synchronous.upper()
         self.lock = threading.Lock()
         """Held while the thread uses ``conn``; a caller sharing it takes it too."""
         self._count_lock = threading.Lock()
@@ -260,13 +265,35 @@ class Worker:
         self._usable = not self._closed
         return True
 
+    def side_connection(self) -> sqlite3.Connection:
+        """The thread's second connection (opened on first use; only on the thread): for
+        work that needs no order with the jobs and must not hold ``lock`` (checkpoints,
+        events). Autocommit, the same durability, the full busy timeout."""
+        if self._side is None:
+            conn = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
+            try:
+                conn.execute(f"PRAGMA busy_timeout={self._side_busy_ms}")
+                conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            except BaseException:
+                conn.close()
+                raise
+            self._side = conn
+        return self._side
+
+    def kept(self, exc: BaseException, what: str) -> bool:
+        """Warn (once per kind) that a write on the second connection failed; whether its
+        cause may pass (locked, full), so that it is worth trying again."""
+        error = translate(exc, self.what, self.path)
+        transient = is_transient(exc) or is_transient(error)
+        self._warn(f"{what}:{type(error).__name__}", f"{what} not written yet: {error}")
+        return transient
+
     def _run_side(self, jobs: list[_Job]) -> None:
         """Background jobs, on the thread's second connection, without ``lock``."""
         try:
-            if self._side is None:
-                self._side = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
+            side = self.side_connection()
             for job in jobs:
-                job.fn(self._side)
+                job.fn(side)
         except Exception as exc:
             self._warn(f"side:{type(exc).__name__}", f"{self.what} {self.path}: {type(exc).__name__}: {exc}")
 
