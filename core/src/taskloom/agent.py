@@ -314,20 +314,25 @@ async def run_agent(
         state.emit(
             "agent.start", {"model": agent.model or kernel.settings.taskloom.default_model, "tools": list(tools)}
         )
-    # What every request of the run shares; each turn adds its messages, tool choice and metadata.
-    # Every value comes from the validated agent, messages and specs: no revalidation.
-    shared = {
-        "model": agent.model,
-        "tools": specs,
-        "temperature": agent.temperature,
-        "top_p": None,
-        "max_tokens": agent.max_tokens,
-        "stop": None,
-        "seed": None,
-        "output_schema": schema,
-        "cache": True,
-        "deadline": state.deadline,
-    }
+    # What every request of the run shares; each turn's request is a copy with its own
+    # messages, tool choice and metadata. Every value comes from the validated agent,
+    # messages and specs: no revalidation.
+    shared = build(
+        ModelRequest,
+        model=agent.model,
+        messages=messages,
+        tools=specs,
+        tool_choice="auto" if specs else "none",
+        temperature=agent.temperature,
+        top_p=None,
+        max_tokens=agent.max_tokens,
+        stop=None,
+        seed=None,
+        output_schema=schema,
+        metadata=meta,
+        cache=True,
+        deadline=state.deadline,
+    )
     complete = kernel.gateway.complete
 
     best_text = ""
@@ -340,12 +345,11 @@ async def run_agent(
         if limit:
             stop = limit
             break
-        request = build(
-            ModelRequest,
+        request = replace(
+            shared,
             messages=list(messages),
             tool_choice=(agent.tool_choice if state.turns == 0 else "auto") if specs else "none",
             metadata=state.request_meta(),
-            **shared,
         )
         try:
             response = await complete(request)

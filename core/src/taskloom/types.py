@@ -111,10 +111,14 @@ def replace(obj: M, /, **changes: Any) -> M:
     hot-path ``obj.model_copy(update=changes)``, under the same rule as :func:`build`
     (the new values already have their fields' types)."""
     cls = type(obj)
-    if not changes.keys() <= cls.model_fields.keys():
-        unknown = ", ".join(sorted(changes.keys() - cls.model_fields.keys()))
+    try:
+        fields = _BLUEPRINTS[cls][0]
+    except KeyError:
+        fields = _blueprint(cls)[0]
+    if not changes.keys() <= fields.keys():
+        unknown = ", ".join(sorted(changes.keys() - fields.keys()))
         raise TypeError(f"replace({cls.__name__}): no field named {unknown}")
-    new = cls.__new__(cls)
+    new = _new(cls)
     _set_dict(new, {**obj.__dict__, **changes})
     _set_fields_set(new, obj.__pydantic_fields_set__ | changes.keys())
     extra, private = obj.__pydantic_extra__, obj.__pydantic_private__
