@@ -8,10 +8,13 @@ breaker bookkeeping, pricing, ledger and events (and for the agent: the loop, th
 policy check, argument validation, dispatch, the tool ledger and events).
 
 The sinks are as a user has them by default outside a terminal: ``console`` is enabled
-and receives every event but prints nothing (``mode = "never"``, which is what ``auto``
-does when stderr is not a terminal); ``jsonl`` is enabled but has no path configured, so
-it drops every event at once. ``limits`` has no tiers, so it runs only the context-window
-check; ``prices`` prices every call (the scripted provider is local: zero dollars).
+but prints nothing (``mode = "never"``, which is what ``auto`` does when stderr is not a
+terminal); ``jsonl`` is enabled but has no path configured. Both say so at assembly
+(``taskloom_wants_events``), as does ``limits``, whose tiers would count tokens or runs
+from events and which has none: with no sink that wants events, none is built (the run
+prints which sinks get events). ``limits`` runs its context-window check on every
+deployment of every call (``taskloom_check_kinds``: with no tiers it checks nothing else);
+``prices`` prices every call (the scripted provider is local: zero dollars).
 
 Every request is different (a serial number in the prompt), so the cache misses and
 stores every time: the full path; the run checks that the cache never answered.
@@ -72,6 +75,8 @@ async def main(installed: bool) -> None:
         kernel = load_kernel(config)
     enabled = sorted(kernel.plugins.enabled)
     print(f"plugins enabled: {', '.join(enabled)}")
+    print(f"sinks that get events: {', '.join(kernel.event_sinks) or 'none'}")
+    print(f"action kinds some policy checks: {', '.join(sorted(kernel.checked)) or 'none'}")
     provider = kernel.provider("fake")
     gateway = kernel.gateway
 

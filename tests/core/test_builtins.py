@@ -359,7 +359,7 @@ async def test_limits_counts_tokens_per_day_through_events_of_the_gateway() -> N
         },
     }
     kernel = load_kernel(config)
-    assert [p for p, _ in kernel._sinks] == ["limits"]
+    assert kernel.event_sinks == ["limits"]
     from taskloom import Agent, run_agent
 
     assert (await run_agent(kernel, Agent(), "one")).ok

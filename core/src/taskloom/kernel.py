@@ -133,6 +133,11 @@ class Kernel:
             undo(plugin)
             self.plugins.fail(plugin, f"{hook_name} raised {type(exc).__name__}: {exc}")
 
+    @property
+    def event_sinks(self) -> list[str]:
+        """The plugins whose ``taskloom_event`` receives events, in calling order."""
+        return [plugin for plugin, _ in self._sinks]
+
     def _active_sinks(self, sinks: list[tuple[str, Callable[..., Any]]]) -> list[tuple[str, Callable[..., Any]]]:
         """The sinks whose plugin wants events (``taskloom_wants_events``; a plugin that
         does not answer, or raises, gets every event)."""
