@@ -436,6 +436,18 @@ def test_builtin_sinks_want_events_when_configured_to_show_them(
     assert kernel.event_sinks == []  # a tier that counts no tokens or runs needs no events
 
 
+def test_a_sink_may_answer_without_taking_the_settings() -> None:
+    class Off(_PlainSink):
+        @hookimpl
+        def taskloom_wants_events(self):  # type: ignore[no-untyped-def]
+            return False
+
+    off = Off()
+    with register_plugin(off, "off-sink"):
+        kernel = _kernel(_scripted("off-sink"))
+    assert "off-sink" in kernel.plugins.enabled and kernel.event_sinks == []
+
+
 def test_a_sink_whose_answer_raises_gets_every_event(capsys: pytest.CaptureFixture[str]) -> None:
     broken = _Sink(RuntimeError("no idea"))
     with register_plugin(broken, "broken-sink"):

@@ -170,11 +170,15 @@ class Kernel:
         """Each of ``plugins``' answer to a once-per-kernel question hook; one that raises
         is reported once and left out (the caller's default applies)."""
         answers: dict[str, Any] = {}
+        # (an implementation may leave ``settings`` out of its signature, as pluggy allows)
+        takes = {
+            i.plugin_name: "settings" in i.argnames for i in getattr(self.plugins.pm.hook, hook_name).get_hookimpls()
+        }
         for plugin, function in self.plugins.impls(hook_name):
             if plugin not in plugins:
                 continue
             try:
-                answers[plugin] = function(settings=self.settings)
+                answers[plugin] = function(settings=self.settings) if takes.get(plugin, True) else function()
             except Exception as exc:
                 self.plugins.warn_once(
                     f"{hook_name}:{plugin}", f"plugin {plugin} raised in {hook_name} ({type(exc).__name__}: {exc})"
