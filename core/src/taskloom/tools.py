@@ -111,7 +111,7 @@ class Tool:
                 f"error: the arguments for {self.name} are not a JSON object; send a JSON object matching its schema",
             )
         try:
-            validated = self.arguments_model.model_validate(arguments)
+            validated = self.arguments_model.__pydantic_validator__.validate_python(arguments)
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}" for e in exc.errors()
