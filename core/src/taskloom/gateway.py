@@ -119,7 +119,7 @@ class Gateway:
             request.model = self.settings.taskloom.default_model
         if "model_call" in kernel.checked:
             kernel.check(build(Action, kind="model_call", request=request, metadata=request.metadata))
-        chain = kernel.route(request)
+        chain = kernel.route(request) if kernel.has_routers else None
         if chain:
             if kernel.has_sinks:
                 kernel.emit(self._event("model.route", request, {"requested": request.model, "chain": list(chain)}))

@@ -93,6 +93,7 @@ class Kernel:
         """Whether any sink wants events: when not, callers build no event at all."""
         self.has_policies = bool(self._policies)
         self.has_tool_pricers = bool(self._tool_pricers)
+        self.has_routers = bool(self._routers)
         self._policies_for = self._policies_by_kind()
         self.checked = frozenset(kind for kind, impls in self._policies_for.items() if impls)
         """The action kinds at least one policy checks: an action of another kind is
