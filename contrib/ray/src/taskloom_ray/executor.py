@@ -15,7 +15,9 @@ Ray is imported on the first attempt, not when the plugin loads.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -50,6 +52,9 @@ def loopback_only() -> None:
 
 log = logging.getLogger(__name__)
 
+# Ray calls one actor runs at once: the driver's long poll, a few batches, a cancel, a ping.
+_ACTOR_CALLS = 16
+
 
 class RayExecutor:
     """Executor ``ray``: one Ray task per attempt, or a pool of warm async actors."""
@@ -70,8 +75,18 @@ class RayExecutor:
         self._remote: Any = None  # the ray.remote task function
         self._options: dict[tuple[tuple[str, int], ...], Any] = {}
         self._actors: list[Any] = []
+        # Actors mode, per actor: attempts in flight, the instance Ray runs now (None while
+        # it is (re)starting), the attempts waiting for their outcome (key -> future), and
+        # those not sent yet (sent as one batch when the event loop comes round).
         self._load: list[int] = []
-        self._healthy: list[bool] = []
+        self._instance: list[str | None] = []
+        self._waiting: list[dict[int, asyncio.Future[tuple[str, Any]]]] = []
+        self._outgoing: list[list[tuple[int, dict[str, Any]]]] = []
+        self._calls: list[int] = []  # exchange calls not answered yet
+        self._keys = itertools.count()
+        self._flush_pending = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._background: set[asyncio.Task[None]] = set()
         self._resources: dict[str, dict[str, dict[str, int]]] = {}  # run id -> task id -> resources
 
     # ------------------------------------------------------------------ start-up
@@ -153,13 +168,21 @@ class RayExecutor:
             actor_class = ray.remote(worker.KernelActor).options(
                 max_restarts=-1,
                 max_task_retries=0,
-                max_concurrency=cfg.actor_concurrency,
+                # The attempts run as asyncio tasks the actor starts itself (at most
+                # actor_concurrency at once); Ray's calls are the few batches in flight.
+                max_concurrency=_ACTOR_CALLS,
                 **cfg.base_options(),
                 **extra,
             )
-            self._actors = [actor_class.remote(self._config_key, self._config_data) for _ in range(cfg.actors)]
+            self._actors = [
+                actor_class.remote(self._config_key, self._config_data, cfg.actor_concurrency)
+                for _ in range(cfg.actors)
+            ]
             self._load = [0] * cfg.actors
-            self._healthy = [True] * cfg.actors
+            self._instance = [None] * cfg.actors
+            self._waiting = [{} for _ in range(cfg.actors)]
+            self._outgoing = [[] for _ in range(cfg.actors)]
+            self._calls = [0] * cfg.actors
 
     # ------------------------------------------------------------------ resources
 
@@ -202,65 +225,173 @@ class RayExecutor:
             return await self._run(spec, kernel)
 
     async def _run(self, spec: TaskSpec, kernel: Kernel) -> TaskOutcome:
+        signature = await self._signature(spec, kernel)
+        if self._actors and not signature:
+            return await self._run_on_actor(spec)
+        return await self._run_as_task(spec, signature)
+
+    async def _run_as_task(self, spec: TaskSpec, signature: tuple[tuple[str, int], ...]) -> TaskOutcome:
         import ray
         from ray import exceptions as rex
 
-        actor = -1
-        signature = await self._signature(spec, kernel)
-        if self._actors and not signature:
-            actor = await self._ready_actor()
-            self._load[actor] += 1
-            ref = self._actors[actor].run.remote(spec.model_dump(mode="json"))
-        else:
-            ref = self._submit_task(spec, signature)
+        ref = self._submit_task(spec, signature)
         try:
             data = await ref
         except BaseException as exc:
             if isinstance(exc, rex.RayTaskError):
                 cause = exc.cause if isinstance(exc.cause, BaseException) else exc
-                raise RemoteTaskError(
-                    f"task {spec.task_id!r} attempt {spec.attempt} raised on its Ray worker: "
-                    f"{type(cause).__name__}: {cause}"
-                ) from None
+                raise _remote_error(spec, f"{type(cause).__name__}: {cause}") from None
             lost = (rex.WorkerCrashedError, rex.RayActorError, rex.ObjectLostError, rex.NodeDiedError)
             oom = getattr(rex, "OutOfMemoryError", None)
             if isinstance(exc, lost) or (oom is not None and isinstance(exc, oom)):
-                if actor >= 0:
-                    self._healthy[actor] = False  # Ray restarts it; wait for that before using it again
-                raise WorkerLost(
-                    f"task {spec.task_id!r} attempt {spec.attempt}: the Ray worker running it died "
-                    f"({type(exc).__name__}); the task's retries decide whether it runs again"
-                ) from None
+                raise _worker_lost(spec, type(exc).__name__) from None
             if isinstance(exc, rex.TaskCancelledError):
                 raise WorkerLost(f"task {spec.task_id!r} attempt {spec.attempt} was cancelled by Ray") from None
             # Cancelled here (timeout, fail-fast, Ctrl-C) or anything else: stop the remote attempt.
             try:
-                ray.cancel(ref, force=actor < 0)
+                ray.cancel(ref, force=True)
             except Exception as cancel_exc:  # the attempt may have just finished
                 log.debug("taskloom-ray: ray.cancel failed: %s", cancel_exc)
             raise
-        finally:
-            if actor >= 0:
-                self._load[actor] -= 1
         return TaskOutcome.model_validate(data)
 
-    async def _ready_actor(self) -> int:
-        """The least loaded live actor; when every one died, wait until Ray restarted one."""
-        healthy = [i for i, ok in enumerate(self._healthy) if ok]
-        if healthy:
-            return min(healthy, key=self._load.__getitem__)
-        from ray import exceptions as rex
+    # ------------------------------------------------------------------ actors mode
 
-        index = min(range(len(self._actors)), key=self._load.__getitem__)
+    async def _run_on_actor(self, spec: TaskSpec) -> TaskOutcome:
+        """Queue the attempt for the least loaded actor's next batch and wait for its outcome,
+        which comes back in the answer of the next exchange call with that actor."""
+        loop = self._ensure_connected()
+        index = await self._ready_actor()
+        # No await from here to the append: the actor's instance cannot change in between.
+        key = next(self._keys)
+        future: asyncio.Future[tuple[str, Any]] = loop.create_future()
+        self._waiting[index][key] = future
+        self._outgoing[index].append((key, spec.model_dump(mode="json")))
+        if not self._flush_pending:
+            self._flush_pending = True
+            loop.call_soon(self._flush)
+        self._load[index] += 1
+        try:
+            status, payload = await future
+        except BaseException:
+            if future.cancelled():  # cancelled here (timeout, fail-fast, Ctrl-C): stop it on the actor
+                self._abandon(index, key)
+            raise
+        finally:
+            self._load[index] -= 1
+        if status == "ok":
+            return TaskOutcome.model_validate(payload)
+        if status == "error":
+            raise _remote_error(spec, payload)
+        raise _worker_lost(spec, payload)
+
+    def _flush(self) -> None:
+        """Send each actor the attempts queued for it since the last flush, as one call; and
+        a poll (an empty batch) to an actor that runs attempts but has no call waiting."""
+        self._flush_pending = False
+        for index, batch in enumerate(self._outgoing):
+            if not batch and (self._calls[index] or not self._waiting[index]):
+                continue
+            self._outgoing[index] = []
+            instance = self._instance[index]
+            if instance is None:  # the actor died since: its attempts failed already
+                continue
+            self._calls[index] += 1
+            self._spawn(self._exchange(index, instance, self._actors[index].exchange.remote(instance, batch)))
+
+    async def _exchange(self, index: int, instance: str, ref: Any) -> None:
+        """Hand each outcome of an exchange call's answer to the attempt waiting for it. The
+        call fails when the actor died (or was restarted before it arrived): then every
+        attempt sent to that instance is lost, fails as transient, and the actor is used
+        again once Ray restarted it."""
+        try:
+            finished = await ref
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if self._instance[index] == instance:
+                self._instance[index] = None
+                self._calls[index] = 0
+                self._fail_waiting(index, _lost_reason(exc))
+                self._spawn(self._connect(index))
+            return
+        if self._instance[index] != instance:
+            return
+        self._calls[index] -= 1
+        waiting = self._waiting[index]
+        for key, status, payload in finished:
+            future = waiting.pop(key, None)
+            if future is not None and not future.done():
+                future.set_result((status, payload))
+        if waiting and not self._calls[index] and not self._flush_pending:
+            self._flush_pending = True  # attempts still run there: keep a poll waiting
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _abandon(self, index: int, key: int) -> None:
+        self._waiting[index].pop(key, None)
+        outgoing = self._outgoing[index]
+        for position, (queued, _) in enumerate(outgoing):
+            if queued == key:  # not sent yet
+                del outgoing[position]
+                return
+        instance = self._instance[index]
+        if instance is not None:
+            try:
+                self._actors[index].cancel.remote(instance, [key])
+            except Exception as exc:  # the actor is gone; so is the attempt
+                log.debug("taskloom-ray: cancelling on the actor failed: %s", exc)
+
+    def _ensure_connected(self) -> asyncio.AbstractEventLoop:
+        """The event loop the actors' calls are awaited on: connect to the actors on first use
+        (and again if the executor is used from another event loop later)."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            for task in self._background:
+                task.cancel()
+            self._background.clear()
+            self._loop = loop
+            self._flush_pending = False
+            for index in range(len(self._actors)):  # what waited on the old loop died with it
+                self._instance[index] = None
+                self._waiting[index], self._outgoing[index] = {}, []
+                self._spawn(self._connect(index))
+        return loop
+
+    def _spawn(self, coro: Any) -> None:
+        assert self._loop is not None
+        task = self._loop.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _fail_waiting(self, index: int, reason: str) -> None:
+        waiting, self._waiting[index] = self._waiting[index], {}
+        self._outgoing[index] = []
+        for future in waiting.values():
+            if not future.done():
+                future.set_result(("lost", reason))
+
+    async def _connect(self, index: int) -> None:
+        """Learn which instance of actor ``index`` Ray runs (at start, and after a restart)."""
+        while True:
+            try:
+                instance = await self._actors[index].hello.remote()
+                break
+            except Exception as exc:  # (re)starting
+                log.debug("taskloom-ray: actor %d not ready: %s", index, exc)
+                await asyncio.sleep(0.1)
+        self._instance[index] = instance
+        self._calls[index] = 0
+        if self._outgoing[index] or self._waiting[index]:
+            self._flush()
+
+    async def _ready_actor(self) -> int:
+        """The least loaded live actor; when none is connected, wait until Ray (re)started one."""
         with anyio.fail_after(self.config.restart_timeout):
             while True:
-                try:
-                    await self._actors[index].pid.remote()
-                    break
-                except rex.RayActorError:  # still restarting
-                    await anyio.sleep(0.1)
-        self._healthy[index] = True
-        return index
+                live = [i for i, instance in enumerate(self._instance) if instance is not None]
+                if live:
+                    return min(live, key=self._load.__getitem__)
+                await anyio.sleep(0.02)
 
     # ------------------------------------------------------------------ shutdown
 
@@ -268,6 +399,10 @@ class RayExecutor:
         if not self._started:
             return
         self._started = False
+        for task in list(self._background):  # calls awaited on the actors, killed next
+            task.cancel()
+        self._background.clear()
+        self._loop = None
         await anyio.to_thread.run_sync(self._close_sync)
 
     def _close_sync(self) -> None:
@@ -278,11 +413,33 @@ class RayExecutor:
                 ray.kill(actor)
             except Exception as exc:  # already dead
                 log.debug("taskloom-ray: ray.kill failed: %s", exc)
-        self._actors, self._load, self._healthy, self._options = [], [], [], {}
+        self._actors, self._load, self._instance, self._options = [], [], [], {}
+        self._waiting, self._outgoing, self._calls = [], [], []
         self._remote = None
         if self._owns_cluster and ray.is_initialized():
             ray.shutdown()
         self._owns_cluster = False
+
+
+def _remote_error(spec: TaskSpec, cause: str) -> RemoteTaskError:
+    return RemoteTaskError(f"task {spec.task_id!r} attempt {spec.attempt} raised on its Ray worker: {cause}")
+
+
+def _worker_lost(spec: TaskSpec, reason: str) -> WorkerLost:
+    return WorkerLost(
+        f"task {spec.task_id!r} attempt {spec.attempt}: the Ray worker running it died "
+        f"({reason}); the task's retries decide whether it runs again"
+    )
+
+
+def _lost_reason(exc: BaseException) -> str:
+    """How an actor's attempts were lost, for :class:`WorkerLost`: the Ray error's type, or
+    the actor's restart (a call that reached the new instance)."""
+    from ray import exceptions as rex
+
+    if isinstance(exc, rex.RayTaskError) and "StaleActorError" in str(exc):
+        return "the actor was restarted"
+    return type(exc).__name__
 
 
 def _reachable(address: str, timeout: float) -> None:

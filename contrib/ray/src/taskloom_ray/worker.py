@@ -4,7 +4,7 @@
 In ``tasks`` mode :func:`run_task` is the Ray task (synchronous; the attempt runs on an
 event loop the process keeps in a background thread, so providers' connections survive
 between tasks). In ``actors`` mode :class:`KernelActor` is an async Ray actor: attempts
-run concurrently on the actor's own event loop.
+arrive in batches and run concurrently on the actor's own event loop.
 
 Nothing here imports Ray: the driver wraps these with ``ray.remote`` when it starts.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import uuid
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -97,20 +98,106 @@ def run_task(key: str, config: dict[str, Any], spec_data: dict[str, Any]) -> dic
         raise
 
 
+class StaleActorError(RuntimeError):
+    """A call meant for an actor that Ray has restarted since: its attempts died with it."""
+
+
 class KernelActor:
     """The actor of ``actors`` mode (wrapped with ``ray.remote``): async, so one actor runs
     many attempts at once on its event loop, with its kernel, providers and models warm.
-    The configuration is given once, when the actor starts (and again when Ray restarts it)."""
+    The configuration is given once, when the actor starts (and again when Ray restarts it).
 
-    def __init__(self, key: str, config: dict[str, Any]) -> None:
+    Attempts travel in batches, not one Ray call each: :meth:`exchange` takes every attempt
+    the driver had ready at once and starts each as its own asyncio task (at most
+    ``concurrency`` run at a time), and is also the driver's long poll: it answers as soon
+    as at least one attempt finished, with every attempt finished by then. So a dependant
+    can start as soon as its own dependencies are done, and one Ray round trip carries
+    whatever finished meanwhile (a chain of tasks costs one call per task). Every call names the actor instance it was meant
+    for (:meth:`hello` tells it): after a restart, calls for the dead instance raise
+    :class:`StaleActorError`, so an attempt is never run by an instance the driver no
+    longer waits on."""
+
+    def __init__(self, key: str, config: dict[str, Any], concurrency: int = 64) -> None:
         self.key = key
         self.config = config
+        self.instance = uuid.uuid4().hex
+        self._concurrency = concurrency
+        self._slots: asyncio.Semaphore | None = None
+        self._running: dict[int, asyncio.Task[None]] = {}
+        self._cancelled: set[int] = set()  # cancels that arrived before their attempt
+        self._done: list[tuple[int, str, Any]] = []
+        self._wake: asyncio.Event | None = None
+        self._polling = False  # an exchange call is waiting for outcomes
 
-    async def run(self, spec_data: dict[str, Any]) -> dict[str, Any]:
-        return await run_attempt(self.key, self.config, spec_data)
+    def _check(self, instance: str) -> None:
+        if instance != self.instance:
+            raise StaleActorError("this actor was restarted: the attempts sent to its previous instance are lost")
+
+    async def hello(self) -> str:
+        """This instance's id (a new one each time Ray restarts the actor)."""
+        return self.instance
+
+    async def exchange(self, instance: str, batch: list[tuple[int, dict[str, Any]]]) -> list[tuple[int, str, Any]]:
+        """Start the attempts of ``batch`` (``(key, TaskSpec as a dict)``) and answer with the
+        attempts finished since the last answer: ``(key, "ok", outcome)`` or ``(key, "error",
+        "Type: message")``.
+
+        One call at a time is the long poll: it waits until at least one attempt finished.
+        A call that arrives while another waits answers at once (with what finished, maybe
+        nothing), so the driver never has more than one call waiting here."""
+        self._check(instance)
+        if batch:
+            if self._slots is None:
+                self._slots = asyncio.Semaphore(self._concurrency)
+            loop = asyncio.get_running_loop()
+            for key, spec_data in batch:
+                if key in self._cancelled:
+                    self._cancelled.discard(key)
+                    continue
+                self._running[key] = loop.create_task(self._attempt(key, spec_data))
+        if not self._done and not self._polling:
+            if self._wake is None:
+                self._wake = asyncio.Event()
+            self._polling = True
+            try:
+                while not self._done:
+                    self._wake.clear()
+                    await self._wake.wait()
+            finally:
+                self._polling = False
+        done, self._done = self._done, []
+        return done
+
+    async def _attempt(self, key: int, spec_data: dict[str, Any]) -> None:
+        assert self._slots is not None
+        item: tuple[int, str, Any]
+        try:
+            async with self._slots:
+                item = (key, "ok", await run_attempt(self.key, self.config, spec_data))
+        except asyncio.CancelledError:
+            self._running.pop(key, None)
+            return  # cancelled by the driver, which no longer waits for it
+        except Exception as exc:
+            item = (key, "error", f"{type(exc).__name__}: {exc}")
+        self._running.pop(key, None)
+        self._done.append(item)
+        if self._wake is not None:
+            self._wake.set()
+
+    async def cancel(self, instance: str, keys: list[int]) -> None:
+        """Cancel these attempts (the driver gave up on them: timeout, fail-fast, Ctrl-C)."""
+        self._check(instance)
+        for key in keys:
+            task = self._running.get(key)
+            if task is not None:
+                task.cancel()
+            else:  # not submitted yet (or finished already)
+                if len(self._cancelled) > 10_000:
+                    self._cancelled.clear()
+                self._cancelled.add(key)
 
     async def pid(self) -> int:
         return os.getpid()
 
 
-__all__ = ["KernelActor", "kernel_for", "run_attempt", "run_task", "worker_config"]
+__all__ = ["KernelActor", "StaleActorError", "kernel_for", "run_attempt", "run_task", "worker_config"]
