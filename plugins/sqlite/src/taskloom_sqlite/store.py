@@ -31,7 +31,7 @@ import json
 import sqlite3
 import time
 from collections import deque
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -158,48 +158,44 @@ _EVENTS_MAX = 10_000
 """Buffered events that make the writer thread write them at once."""
 
 
-_EVENT_ROWS = 32
-"""Events serialised between two GIL releases of the writer thread."""
+_EVENT_STATEMENTS = (256, 64, 16)
+"""Rows of the (padded, so cached) multi-row INSERTs of events: the largest that is full,
+the rest padded to the smallest."""
+_EVENTS_RIDE = 64
+"""Buffered events that ride along with the loop's next group commit."""
 
 
-def _event_params(events: list[Event]) -> list[Any]:
-    """Events as the parameters of one multi-row INSERT (six a row).
-
-    This runs on the writer thread, which lets go of the GIL (``time.sleep(0)``) after
-    every ``_EVENT_ROWS`` events: a waiting event loop gets the interpreter back within
-    one chunk (~0.1 ms) rather than after the 5 ms switch interval, so the work fills the
-    loop's idle time instead of delaying it."""
-    flat: list[Any] = []
-    for i, e in enumerate(events, 1):
-        flat += (e.time, e.kind, e.run_id, e.task_id, e.agent, to_json(e.data, fallback=str).decode())
-        if i % _EVENT_ROWS == 0:
-            time.sleep(0)
-    return flat
+def _event_data(data: Any) -> str:
+    try:
+        return to_json(data).decode()
+    except Exception:  # something pydantic-core cannot serialise: its str()
+        return to_json(data, fallback=str).decode()
 
 
-def _insert_events(conn: sqlite3.Connection, flat: list[Any]) -> list[Any]:
-    """Insert serialised events with as few statements as SQLite's parameter limit allows,
-    each in autocommit (its own transaction, so the write lock is held only while SQLite
-    works, with the GIL released). On an error, returns the parameters not written."""
-    per = max(1, min(conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER), 32766) // 6) * 6
-    while flat:
-        params = flat[:per]
-        sql = "INSERT INTO events (time, kind, run_id, task_id, agent, data) VALUES " + ", ".join(
-            ["(?, ?, ?, ?, ?, ?)"] * (len(params) // 6)
-        )
-        try:
-            conn.execute(sql, params)
-        except sqlite3.Error as exc:
-            raise _Unwritten(flat, exc) from exc
-        flat = flat[per:]
-    return flat
+@cache
+def _insert_events_sql(rows: int) -> str:
+    # Padding rows are all NULL: the WHERE drops them (kind is never NULL).
+    return (
+        "INSERT INTO events (time, kind, run_id, task_id, agent, data) SELECT * FROM (VALUES "
+        + ", ".join(["(?, ?, ?, ?, ?, ?)"] * rows)
+        + ") WHERE column2 IS NOT NULL"
+    )
 
 
-class _Unwritten(Exception):
-    def __init__(self, rest: list[Any], error: sqlite3.Error) -> None:
-        super().__init__(str(error))
-        self.rest = rest
-        self.error = error
+def _insert_events(conn: sqlite3.Connection, flat: list[Any]) -> None:
+    """Insert serialised events (six values a row) with a few multi-row INSERTs: one bind
+    call and one step per statement instead of one per row."""
+    sizes = [n for n in _EVENT_STATEMENTS if n * 6 <= conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)]
+    smallest = sizes[-1] if sizes else 1
+    start, total = 0, len(flat) // 6
+    while start < total:
+        left = total - start
+        rows = next((n for n in sizes if n <= left), smallest)
+        params = flat[start * 6 : (start + rows) * 6]
+        if len(params) < rows * 6:
+            params += [None] * (rows * 6 - len(params))
+        conn.execute(_insert_events_sql(rows), params)
+        start += rows
 
 
 def _execute(sql: str, row: tuple[Any, ...], conn: sqlite3.Connection) -> None:
@@ -260,8 +256,8 @@ class SqliteStore:
         # file may wait for another process's lock, so inside an event loop it happens on the
         # writer thread and its error (a newer schema, say) comes from the first operation.
         self.path = check_path(Path(path), what=WHAT, key=key, create_dir=create_dir).absolute()
-        self._events: deque[Event] = deque()
-        """Events not yet taken by the writer thread (appends and pops are atomic)."""
+        self._events: deque[tuple[Any, ...]] = deque()
+        """Serialised events not yet taken by the writer thread (appends and pops are atomic)."""
         self._unwritten: list[Any] = []
         """Serialised events a passing error (locked, full) kept from being written."""
         self._events_since = 0.0
@@ -360,14 +356,19 @@ class SqliteStore:
         self._hand_over(ops)
 
     def _commit(self, ops: list[_Op]) -> bool:
-        """One transaction for every op, on this thread (holding the worker's lock); False
-        (rolled back) if it could not be done without waiting, or failed."""
+        """One transaction for every op, and the buffered events once ``_EVENTS_RIDE``
+        have gathered, on this thread (holding the worker's lock); False (rolled back) if
+        it could not be done without waiting, or failed."""
         conn = self._worker.conn
         try:
             conn.execute("BEGIN IMMEDIATE")  # busy timeout zero: "locked" at once, never a wait
         except sqlite3.Error:
             return False
+        events: list[Any] = []
         try:
+            if len(self._events) >= _EVENTS_RIDE or self._unwritten:
+                events = self._take_events()
+                _insert_events(conn, events)
             i, n = 0, len(ops)
             while i < n:
                 sql, j = ops[i][0], i + 1
@@ -385,6 +386,8 @@ class SqliteStore:
                     conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass
+            if events:
+                self._unwritten = events  # the next writer takes them first
             if not isinstance(exc, Exception):
                 raise
             return False
@@ -548,16 +551,16 @@ class SqliteStore:
     def post_event(self, event: Event) -> None:
         """Keep an event without waiting (for the synchronous progress-sink hook).
 
-        Events are buffered (one append; nothing queued per event) and taken by the writer
-        thread a few hundred at a time: once ``_EVENTS_BATCH`` have gathered (it is woken
-        then) or the oldest is ``_EVENTS_EVERY_S`` old (it looks every ``_EVENTS_EVERY_S``),
-        and before ``flush()``, ``get_events()`` and close. The thread serialises them,
-        letting go of the GIL every few dozen, and inserts them on its own second
-        connection, each batch one multi-row INSERT in autocommit: the event loop's
-        commits never wait for the thread's GIL turn, only (rarely) for SQLite's write
-        lock for the millisecond the insert takes."""
+        The event is serialised here (its row, data as JSON: a few microseconds, spread
+        evenly over the run, and the event as it was when emitted) and buffered; nothing
+        is queued per event. Buffered events ride along with the loop's next group commit
+        once ``_EVENTS_RIDE`` have gathered, inserted by a few multi-row INSERTs on the
+        same connection; the writer thread writes them when ``_EVENTS_BATCH`` have
+        gathered (it is woken then) or the oldest is ``_EVENTS_EVERY_S`` old (it looks
+        every ``_EVENTS_EVERY_S``) and nothing took them, and before ``flush()``,
+        ``get_events()`` and close."""
         events = self._events
-        events.append(event)
+        events.append((event.time, event.kind, event.run_id, event.task_id, event.agent, _event_data(event.data)))
         n = len(events)
         if n == 1:
             self._events_since = time.monotonic()
@@ -567,39 +570,40 @@ class SqliteStore:
             else:
                 self._worker.wake()
 
-    def _take_events(self) -> list[Event]:
+    def _take_events(self) -> list[Any]:
+        """For a writer holding the connection: the events to write, oldest first, flat
+        (six values a row). If its transaction fails, it puts them back in ``_unwritten``."""
         events = self._events
-        return [events.popleft() for _ in range(len(events))]
+        pop = events.popleft
+        flat, self._unwritten = self._unwritten, []
+        for _ in range(len(events)):
+            flat += pop()
+        return flat
 
-    def _collect_events(self) -> None:
-        """On the writer thread, before each batch: when enough events have gathered, the
-        oldest is ``_EVENTS_EVERY_S`` old, or someone waits, serialise and insert them
-        (before the batch's reads run, so that those see them)."""
+    def _write_events(self, conn: sqlite3.Connection) -> None:
+        """A writer-thread job (in its transaction, holding the connection)."""
+        events = self._take_events()
+        try:
+            _insert_events(conn, events)
+        except BaseException:
+            self._unwritten = events
+            raise
+
+    def _collect_events(self, first: bool) -> Any:
+        """On the writer thread, before each batch (``first``) when a reader or ``flush()``
+        wants the events, or at close; after it when ``_EVENTS_BATCH`` have gathered or
+        the oldest is ``_EVENTS_EVERY_S`` old: the job writing them (checkpoints queued
+        for the thread do not wait behind them)."""
         n = len(self._events)
         if not n and not self._unwritten:
             return None
-        if n and not (
-            self._events_wanted
-            or n >= _EVENTS_BATCH
-            or time.monotonic() - self._events_since >= _EVENTS_EVERY_S
-            or self._worker.closed
-        ):
+        wanted = self._events_wanted or self._worker.closed
+        if first and not wanted:
+            return None
+        if not wanted and not (n >= _EVENTS_BATCH or time.monotonic() - self._events_since >= _EVENTS_EVERY_S):
             return None
         self._events_wanted = False
-        flat = self._unwritten + _event_params(self._take_events())
-        self._unwritten = []
-        worker = self._worker
-        try:
-            _insert_events(worker.side_connection(), flat)
-        except _Unwritten as exc:
-            # Kept for the next try when the cause may pass (locked, full), within reason.
-            if worker.kept(exc.error, "events") and len(exc.rest) <= _EVENTS_MAX * 6 * 10:
-                self._unwritten = exc.rest
-            else:
-                worker.failed_writes += len(exc.rest) // 6
-        except Exception as exc:  # the second connection could not be opened
-            worker.kept(exc, "events")
-            worker.failed_writes += len(flat) // 6
+        return self._write_events
 
     async def get_calls(self, run_id: str) -> list[CallRecord]:
         def job(conn: sqlite3.Connection) -> list[str]:

@@ -7,10 +7,12 @@ inside its own SAVEPOINT, so one failing job does not undo the others.
 Two ways in:
 
 * ``await worker.call(fn)``: wait for ``fn(conn)`` to be committed; its result or error.
-* ``Worker(collect=fn)``: before each batch (and every ``collect_every`` seconds when
-  idle) the thread calls ``fn()``; a job it returns runs first in the batch, as a posted
-  write. Buffers (events) drain this way without a queue entry, or a wake-up of
-  the thread, per item.
+* ``Worker(collect=fn)``: the thread calls ``fn(True)`` before each batch and
+  ``fn(False)`` after it (and every ``collect_every`` seconds when idle), without
+  ``lock``; a job it returns runs first in the batch, as a posted write (after the batch:
+  in a batch of its own). Buffers (events) drain this way without a queue entry, or a
+  wake-up of the thread, per item: before a batch only what its reads need, after it the
+  rest, so that queued checkpoints do not wait behind a buffer.
 * ``worker.post(fn)``: queue a write and return at once (ledger rows, events). Posted
   writes keep their order with awaited ones, so an awaited job also makes every write
   posted before it durable. A posted write that fails for a passing reason (database
@@ -116,7 +118,7 @@ class Worker:
         path: Path,
         name: str = "taskloom-sqlite",
         opener: Callable[[], sqlite3.Connection] | None = None,
-        collect: Callable[[], Callable[[sqlite3.Connection], Any] | None] | None = None,
+        collect: Callable[[bool], Callable[[sqlite3.Connection], Any] | None] | None = None,
         collect_every: float = 0.05,
         busy_timeout: float = 5.0,
         shared: bool = False,
@@ -348,16 +350,20 @@ class Worker:
                 side = [j for j in side if j is not _WAKE]
             ordered = len(batch)
             if collect is not None:
-                # Buffered writes ride along with this transaction (or, when idle, get their
-                # own), first, so that reads in the batch see them. Collected before the
-                # lock is taken: preparing them does not keep the connection from others.
-                extra = collect()
+                # What the batch's reads need of the buffers, first, so that they see it.
+                # Collected before the lock is taken: preparing it keeps nobody waiting.
+                extra = collect(True)
                 if extra is not None:
                     batch.insert(0, _Job(extra, None, True))
             if batch or (stop and self._retry):
                 with self.lock:
                     self._batch(batch, stop)
                     self._finished += ordered
+            if collect is not None and not stop:
+                extra = collect(False)
+                if extra is not None:
+                    with self.lock:
+                        self._batch([_Job(extra, None, True)], False)
             if side:
                 self._run_side(side)
             if stop:
