@@ -50,7 +50,8 @@ class ProbeProvider(ScriptedProvider):
     process id and the prompt), holds ``hold`` seconds in between, and answers
     ``<prompt>`` (plus `` VAR=value`` of this process's environment with ``echo_env``).
     A prompt containing ``[hang]`` hangs instead, in the first process that claims the
-    file ``hang_marker`` (its process id is written there); later calls answer at once.
+    file ``hang_marker`` (its process id is written there), and records ``cancelled`` when
+    it is cancelled; later calls answer at once.
     """
 
     def __init__(self, alias: str, options: dict[str, Any]) -> None:
@@ -75,7 +76,11 @@ class ProbeProvider(ScriptedProvider):
         prompt = next((m.text for m in reversed(request.messages) if m.role == "user"), "")
         self._record("start", prompt)
         if "[hang]" in prompt and self.hang_marker is not None and _claim(self.hang_marker):
-            await anyio.sleep(600)
+            try:
+                await anyio.sleep(600)
+            except BaseException:  # cancelled (on its worker): leave evidence of that too
+                self._record("cancelled", prompt)
+                raise
             raise AssertionError("the hanging call was not stopped")
         if self.hold:
             await anyio.sleep(self.hold)

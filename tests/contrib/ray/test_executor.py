@@ -235,6 +235,61 @@ async def test_a_timed_out_attempt_is_cancelled_on_its_worker(tmp_path: Path) ->
     await kernel.aclose()
 
 
+async def test_a_dependant_on_an_actor_starts_before_a_slow_task_sent_with_its_dependency(tmp_path: Path) -> None:
+    # "slow" and "fast" are ready together, so they reach the actor in one batch; "after"
+    # needs only "fast" and must not wait for the batch (for "slow") to finish.
+    log = tmp_path / "calls.jsonl"
+    models = {"slow": probe(log, hold=3), "fast": probe(log)}
+    kernel = load_kernel(config(models=models, mode="actors", actors=1, num_cpus=0.25))
+    wf = Workflow("batch").agent("s", model="slow", limits={"max_turns": 1}).agent("f", model="fast")
+    wf.task("slow", agent="s", prompt="slow")
+    wf.task("fast", agent="f", prompt="fast")
+    wf.task("after", agent="f", prompt="after {{ outputs.fast }}", needs=["fast"])
+    result = await run_workflow(kernel, wf.build())
+    assert result.ok, result.run.error
+    events = {(e["event"], e["prompt"]): e for e in read_log(log)}
+    assert events[("start", "slow")]["pid"] == events[("start", "fast")]["pid"] != os.getpid()
+    assert events[("end", "after <fast>")]["t"] < events[("end", "slow")]["t"] - 1, (
+        "the dependant waited for the slow task sent in the same batch as its dependency"
+    )
+    await kernel.aclose()
+
+
+async def test_a_timed_out_attempt_on_an_actor_is_cancelled_there_and_the_actor_stays_usable(tmp_path: Path) -> None:
+    log, hang = tmp_path / "calls.jsonl", tmp_path / "hang.pid"
+    kernel = load_kernel(
+        config(models={"p": probe(log, hang_marker=str(hang))}, mode="actors", actors=1, num_cpus=0.25)
+    )
+    wf = Workflow("actor-timeout").agent("a", model="p", limits={"max_turns": 1})
+    wf.task("stuck", agent="a", prompt="stuck [hang]", timeout=2)
+    wf.task("free", agent="a", prompt="free")
+    result = await run_workflow(kernel, wf.build())
+    assert not result.ok
+    assert result.tasks["stuck"].error == "timed out after 2 s"
+    assert result.tasks["free"].output == "<free>"
+    with anyio.fail_after(15):
+        while not any(e["event"] == "cancelled" for e in read_log(log)):
+            await anyio.sleep(0.1)
+    (cancelled,) = [e for e in read_log(log) if e["event"] == "cancelled"]
+    assert cancelled["prompt"] == "stuck [hang]" and cancelled["pid"] == int(hang.read_text())
+    again = await run_workflow(kernel, Workflow("again").agent("a", model="p").task("x", agent="a", prompt="x").build())
+    assert again.ok and again.tasks["x"].output == "<x>", "the actor that ran the cancelled attempt still works"
+    await kernel.aclose()
+
+
+async def test_an_actor_pool_the_cluster_cannot_place_fails_with_a_clear_error() -> None:
+    # No node has a "tpu": Ray never starts the actor, and the attempt gives up after restart_timeout.
+    kernel = load_kernel(config(mode="actors", actors=1, num_cpus=0.25, resources={"tpu": 1}, restart_timeout=2))
+    wf = Workflow("unplaceable").agent("a", model="s")
+    wf.task("x", agent="a", prompt="x", retries=0)
+    result = await run_workflow(kernel, wf.build())
+    assert not result.ok
+    error = result.tasks["x"].error or ""
+    assert error.startswith("WorkerLost: no actor of the pool is alive"), error
+    assert "restart_timeout = 2 s" in error and "[plugins.ray] num_cpus, num_gpus, resources" in error
+    await kernel.aclose()
+
+
 async def test_an_interrupted_run_resumes_with_the_ray_executor(tmp_path: Path) -> None:
     marker = tmp_path / "pid"
     kernel = load_kernel(config(marker, mode="tasks", num_cpus=0.5))

@@ -386,12 +386,27 @@ class RayExecutor:
 
     async def _ready_actor(self) -> int:
         """The least loaded live actor; when none is connected, wait until Ray (re)started one."""
-        with anyio.fail_after(self.config.restart_timeout):
-            while True:
-                live = [i for i, instance in enumerate(self._instance) if instance is not None]
-                if live:
-                    return min(live, key=self._load.__getitem__)
+        index = self._least_loaded()
+        if index >= 0:
+            return index
+        with anyio.move_on_after(self.config.restart_timeout):
+            while index < 0:
                 await anyio.sleep(0.02)
+                index = self._least_loaded()
+        if index < 0:
+            raise WorkerLost(
+                f"no actor of the pool is alive: Ray did not (re)start one within restart_timeout = "
+                f"{self.config.restart_timeout:g} s; check the cluster's resources for the actors "
+                "([plugins.ray] num_cpus, num_gpus, resources) and the Ray logs"
+            )
+        return index
+
+    def _least_loaded(self) -> int:
+        best, best_load = -1, 0
+        for index, instance in enumerate(self._instance):
+            if instance is not None and (best < 0 or self._load[index] < best_load):
+                best, best_load = index, self._load[index]
+        return best
 
     # ------------------------------------------------------------------ shutdown
 
