@@ -8,8 +8,8 @@ provider, lives here with the deadline logic).
 
 from __future__ import annotations
 
-import asyncio
 import random
+import sys
 import time
 import types
 from collections.abc import Awaitable, Coroutine, Generator
@@ -134,6 +134,11 @@ def within(seconds: float, call: Coroutine[Any, Any, T]) -> Awaitable[T]:
     bounded from the moment ``within`` was called. A timeout can only interrupt a call
     where it waits, so nothing else changes for the caller.
     """
+    # asyncio is looked up, not imported: a process that never imported it runs no asyncio
+    # loop, and importing it would cost every ``taskloom`` command ~20 ms at start-up.
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return _scoped(seconds, call)
     try:
         asyncio.get_running_loop()
     except RuntimeError:  # not asyncio (trio): anyio's scope
@@ -158,6 +163,7 @@ def _lazily_bounded(call: Coroutine[Any, Any, T], seconds: float, started: float
     # It waits: run the rest inside asyncio's timeout scope, passing every send and
     # throw on to the coroutine as ``yield from`` does. The scope ends ``seconds`` after
     # ``started`` (read on the monotonic clock, and turned into the loop's own time here).
+    asyncio = sys.modules["asyncio"]  # within() found its loop running
     loop = asyncio.get_running_loop()
     scope = asyncio.timeout_at(loop.time() + seconds - (time.monotonic() - started))
     yield from scope.__aenter__().__await__()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -15,6 +14,8 @@ def deadline(seconds: float) -> AbstractAsyncContextManager[Any]:
     a general cancel scope, and this runs on every model and tool call), anyio's elsewhere.
     Use as ``async with deadline(s):``."""
     if sniffio.current_async_library() == "asyncio":
+        import asyncio  # imported already: an asyncio loop is running
+
         return asyncio.timeout(seconds)
     return _AnyioDeadline(seconds)
 
