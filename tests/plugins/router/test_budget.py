@@ -112,3 +112,9 @@ async def test_budget_usd_is_tracked_against_what_the_run_spends(recorder: Recor
     route = [e for e in recorder.of("model.route")][-1].data["route"]
     assert any("stepped down" in note for note in route["reasons"])
     assert router.spent["r1"] < Decimal("0.05")
+
+
+def test_the_budget_policy_is_asked_about_model_calls_only(recorder: Recorder) -> None:
+    kernel = make(config(), recorder)
+    # Tool calls, delegations and runs are allowed without being shown to the router.
+    assert kernel.checked == frozenset({"model_call"})

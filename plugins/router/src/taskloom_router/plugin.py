@@ -331,6 +331,11 @@ class Router:
         return self.decide(request)
 
     @hookimpl
+    def taskloom_check_kinds(self, settings: Settings) -> list[str]:
+        # Budgets are checked on model calls only; nothing else needs to be shown here.
+        return ["model_call"]
+
+    @hookimpl
     def taskloom_check(self, action: Action, settings: Settings) -> Denial | None:
         request = action.request
         if action.kind != "model_call" or request is None:
