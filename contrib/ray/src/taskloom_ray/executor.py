@@ -3,12 +3,23 @@
 The scheduler (retries, timeouts, checkpoints, compensation) stays in the driver. An
 attempt crosses to Ray as plain data (the spec as JSON, plus the driver's configuration:
 given to each actor once, or sent inline with each Ray task, which Ray does cheaply for
-small arguments) and comes back as a :class:`TaskOutcome`
-dict. Ray's own retries are off (``max_retries=0``, ``max_task_retries=0``), so the
-workflow's retry policy is the only one: a worker that dies mid-attempt raises
-:class:`WorkerLost`, which the scheduler counts as a failed attempt and retries.
-Cancellation (the task's timeout, fail-fast, Ctrl-C) cancels the Ray task
-(``ray.cancel(force=True)`` kills its worker; an actor's attempt is cancelled on its loop).
+small arguments) and comes back as a :class:`TaskOutcome` dict.
+
+In ``actors`` mode the attempts that become ready in one turn of the event loop go to an
+actor as one call (``exchange``), and the actor answers each call as soon as at least one
+of its attempts finished, with every attempt finished by then (a long poll; see
+:class:`~taskloom_ray.worker.KernelActor`). So Ray's per-call cost is shared by the
+attempts of a batch, and a dependant still starts as soon as its own dependencies are
+done. A Ray task (``tasks`` mode, or an attempt that needs mapped resources) is one call
+per attempt.
+
+Ray's own retries are off (``max_retries=0``, ``max_task_retries=0``), so the workflow's
+retry policy is the only one: a worker that dies mid-attempt raises :class:`WorkerLost`,
+which the scheduler counts as a failed attempt and retries. Calls to an actor name the
+actor instance they were meant for, so after Ray restarted it, a batch meant for the dead
+instance is refused rather than run behind the scheduler's back. Cancellation (the task's
+timeout, fail-fast, Ctrl-C) cancels the Ray task (``ray.cancel(force=True)`` kills its
+worker) or, on an actor, that one attempt on the actor's loop.
 
 Ray is imported on the first attempt, not when the plugin loads.
 """
