@@ -4,8 +4,8 @@ Runs, task checkpoints, model calls, tool calls and events. Every record keeps i
 JSON (exact round trip: decimals stay decimal text) next to the columns reports query.
 Checkpoints (``save_task``, ``create_run``, ``update_run``) are committed before they
 return; ledger rows (model and tool calls) are queued and committed with the next
-transaction, at the latest with the next checkpoint or ``flush()``; events are buffered
-and written in batches by the writer thread (see :mod:`taskloom_sqlite.worker`).
+transaction, at the latest with the next checkpoint or ``flush()``; events are serialised
+when posted, buffered, and written in batches (see :meth:`SqliteStore.post_event`).
 
 On an asyncio loop, task checkpoints and ledger rows are group-committed on the loop's own
 thread: each is added to a list, and one callback, run by the loop once the tasks that are
@@ -147,7 +147,7 @@ _TOOL_CALL_JSON = ToolCallRecord.__pydantic_serializer__.to_json
 
 _LOCK_RETRY_S = 0.0005
 _LOCK_RETRIES = 200
-"""While the writer thread holds the connection (writing events, say), a batch on the loop
+"""While the writer thread holds the connection (a read, say), a batch on the loop
 is tried again every ``_LOCK_RETRY_S`` this many times before it goes to the thread."""
 
 
@@ -320,7 +320,14 @@ class SqliteStore:
     def _flush_soon(self) -> None:
         self._scheduled = False
         if self._ops:
-            self._flush_ops(may_wait=True)
+            try:
+                self._flush_ops(may_wait=True)
+            except Exception as exc:  # never leave a save_task waiting for a commit that will not come
+                ops, self._ops = self._ops, []
+                for _, _, future in ops:
+                    if future is not None:
+                        _settle(future, None, exc)
+                raise
 
     def _drain(self) -> None:
         """Before a job goes to the writer thread: settle what waits for the loop's commit."""

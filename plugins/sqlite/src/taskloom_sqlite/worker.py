@@ -269,8 +269,8 @@ class Worker:
 
     def side_connection(self) -> sqlite3.Connection:
         """The thread's second connection (opened on first use; only on the thread): for
-        work that needs no order with the jobs and must not hold ``lock`` (checkpoints,
-        events). Autocommit, the same durability, the full busy timeout."""
+        work that needs no order with the jobs and must not hold ``lock`` (WAL
+        checkpoints). Autocommit, the same durability, the full busy timeout."""
         if self._side is None:
             conn = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
             try:
@@ -281,14 +281,6 @@ class Worker:
                 raise
             self._side = conn
         return self._side
-
-    def kept(self, exc: BaseException, what: str) -> bool:
-        """Warn (once per kind) that a write on the second connection failed; whether its
-        cause may pass (locked, full), so that it is worth trying again."""
-        error = translate(exc, self.what, self.path)
-        transient = is_transient(exc) or is_transient(error)
-        self._warn(f"{what}:{type(error).__name__}", f"{what} not written yet: {error}")
-        return transient
 
     def _run_side(self, jobs: list[_Job]) -> None:
         """Background jobs, on the thread's second connection, without ``lock``."""
