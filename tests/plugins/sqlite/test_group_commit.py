@@ -114,3 +114,25 @@ async def test_loop_and_thread_paths_keep_the_same_records(tmp_path: Path, synch
             assert jobs.count("post") == 0, "ledger rows rode along with the loop's commits"
     finally:
         await store.aclose()
+
+
+async def test_an_unexpected_error_in_the_group_commit_reaches_the_waiting_caller(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SqliteStore(tmp_path / "runs.sqlite")
+    try:
+        await store.create_run(make_run())
+
+        def broken(ops: Any) -> bool:
+            raise RuntimeError("a bug in the commit path")
+
+        monkeypatch.setattr(store, "_commit", broken)
+        await store.record_call(make_call())
+        with anyio.fail_after(10), pytest.raises(RuntimeError, match="a bug in the commit path"):
+            await store.save_task(TaskRecord(run_id="run-1", task_id="t", state="succeeded"))
+        assert store.failed_writes == 1, "the queued call row that could not be written is counted"
+        monkeypatch.undo()
+        await store.save_task(TaskRecord(run_id="run-1", task_id="t", state="succeeded"))
+        assert [t.task_id for t in await store.get_tasks("run-1")] == ["t"]
+    finally:
+        await store.aclose()

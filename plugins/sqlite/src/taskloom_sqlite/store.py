@@ -327,7 +327,9 @@ class SqliteStore:
                 for _, _, future in ops:
                     if future is not None:
                         _settle(future, None, exc)
-                raise
+                    else:
+                        self._worker.failed_writes += 1
+                self._worker._warn(f"flush:{type(exc).__name__}", f"{WHAT} {self.path}: writes failed: {exc!r}")
 
     def _drain(self) -> None:
         """Before a job goes to the writer thread: settle what waits for the loop's commit."""
