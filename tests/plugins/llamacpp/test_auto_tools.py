@@ -13,31 +13,15 @@ import anyio
 import jsonschema
 import pytest
 from taskloom.gateway import StreamAssembler
-from taskloom.types import Message, ModelRequest, ModelResponse, StreamDelta, ToolCall, ToolSpec
+from taskloom.types import Message, ModelRequest, ModelResponse, StreamDelta, ToolCall
 from taskloom_llamacpp import models
 from taskloom_llamacpp.engine import Generation
 from taskloom_llamacpp.provider import LlamaCppProvider
 
+from .conftest import ADD, WEATHER
+
 pytestmark = pytest.mark.anyio
 
-WEATHER = ToolSpec(
-    name="get_weather",
-    description="Get the weather in a city.",
-    parameters={
-        "type": "object",
-        "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["c", "f"]}},
-        "required": ["city", "unit"],
-    },
-)
-ADD = ToolSpec(
-    name="add",
-    description="Add two integers.",
-    parameters={
-        "type": "object",
-        "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
-        "required": ["a", "b"],
-    },
-)
 OFFERED = {t.name: t for t in (WEATHER, ADD)}
 
 # Two earlier turns in which the assistant called a tool: with them SmolLM2 sometimes calls

@@ -10,32 +10,13 @@ import anyio
 import jsonschema
 import pytest
 from taskloom.errors import BadRequest, ContextWindowExceeded
-from taskloom.types import Message, ModelRequest, ToolSpec
+from taskloom.types import Message, ModelRequest
 from taskloom_llamacpp import models
 from taskloom_llamacpp.provider import LlamaCppProvider
 
-from .conftest import make
+from .conftest import ADD, WEATHER, make
 
 pytestmark = pytest.mark.anyio
-
-WEATHER = ToolSpec(
-    name="get_weather",
-    description="Get the weather in a city.",
-    parameters={
-        "type": "object",
-        "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["c", "f"]}},
-        "required": ["city", "unit"],
-    },
-)
-ADD = ToolSpec(
-    name="add",
-    description="Add two integers.",
-    parameters={
-        "type": "object",
-        "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
-        "required": ["a", "b"],
-    },
-)
 
 
 def ask(text: str, **changes: object) -> ModelRequest:
