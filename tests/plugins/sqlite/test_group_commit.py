@@ -94,12 +94,24 @@ async def test_a_checkpoint_never_overtakes_work_queued_for_the_writer_thread(tm
         await store.aclose()
 
 
+async def wait_until_the_thread_is_idle(store: SqliteStore) -> None:
+    """The loop commits only while the writer thread is idle (else the thread takes the
+    batch, which is right but not what these tests look at): let it finish opening the
+    file and whatever was queued."""
+    await store.flush()
+    with anyio.fail_after(10):
+        while not store._worker.idle:
+            await anyio.sleep(0.01)
+
+
 @pytest.mark.parametrize("synchronous", ["normal", "full"])
 async def test_loop_and_thread_paths_keep_the_same_records(tmp_path: Path, synchronous: Any) -> None:
     store = SqliteStore(tmp_path / "runs.sqlite", synchronous=synchronous)
     try:
         jobs = _spy_on_thread_jobs(store)
         await store.create_run(make_run())
+        await wait_until_the_thread_is_idle(store)
+        jobs.clear()
         for i in range(5):
             await store.save_task(TaskRecord(run_id="run-1", task_id=f"t{i}", state="running", attempts=1))
             await store.record_call(make_call(task_id=f"t{i}", n=i))
@@ -126,6 +138,7 @@ async def test_an_unexpected_error_in_the_group_commit_reaches_the_waiting_calle
         def broken(ops: Any) -> bool:
             raise RuntimeError("a bug in the commit path")
 
+        await wait_until_the_thread_is_idle(store)
         monkeypatch.setattr(store, "_commit", broken)
         await store.record_call(make_call())
         with anyio.fail_after(10), pytest.raises(RuntimeError, match="a bug in the commit path"):
