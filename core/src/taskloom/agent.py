@@ -250,9 +250,6 @@ class _Run:
                 return "budget", reason
         return None
 
-    def remaining_time(self) -> float | None:
-        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
-
     def request_meta(self) -> RequestMeta:
         """The metadata for the next request: with what is left of the budget (the run's
         ``Budget`` and the agent's own cost and token limits, the tighter of each) when a

@@ -91,7 +91,6 @@ class Kernel:
         self._sinks = self._active_sinks(plugins.impls("taskloom_event"))
         self.has_sinks = bool(self._sinks)
         """Whether any sink wants events: when not, callers build no event at all."""
-        self.has_policies = bool(self._policies)
         self.has_tool_pricers = bool(self._tool_pricers)
         self.has_routers = bool(self._routers)
         self._policies_for = self._policies_by_kind()

@@ -7,8 +7,9 @@ as each task's dependencies finish, checkpoints, and resumes.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from .builder import Workflow
@@ -23,33 +24,27 @@ if TYPE_CHECKING:
 # ``taskloom.workflow.executor`` at start-up, and that must not pull in Jinja2, the
 # checks, the planner and the runner (``taskloom plugins`` needs none of them).
 _WHERE = {
-    "Workflow": "builder",
-    "Graph": "checks",
-    "check_workflow": "checks",
-    "Executor": "executor",
-    "TaskOutcome": "executor",
-    "TaskSpec": "executor",
-    "Plan": "planner",
-    "plan_workflow": "planner",
-    "RunNotResumable": "result",
-    "WorkflowResult": "result",
-    "resume_workflow": "runner",
-    "run_workflow": "runner",
-    "AgentSpec": "spec",
-    "TaskDef": "spec",
-    "WorkflowSpec": "spec",
-    "load_workflow": "spec",
-    "parse_workflow": "spec",
+    "Workflow": ".builder",
+    "Graph": ".checks",
+    "check_workflow": ".checks",
+    "Executor": ".executor",
+    "TaskOutcome": ".executor",
+    "TaskSpec": ".executor",
+    "Plan": ".planner",
+    "plan_workflow": ".planner",
+    "RunNotResumable": ".result",
+    "WorkflowResult": ".result",
+    "resume_workflow": ".runner",
+    "run_workflow": ".runner",
+    "AgentSpec": ".spec",
+    "TaskDef": ".spec",
+    "WorkflowSpec": ".spec",
+    "load_workflow": ".spec",
+    "parse_workflow": ".spec",
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _WHERE)
 
 
 __all__ = [

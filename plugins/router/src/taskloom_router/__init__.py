@@ -7,8 +7,9 @@ lazily, so loading the plugin does not import the agent loop.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from taskloom.lazy import lazy_getattr
 
 _LAZY = {
     "Router": "taskloom_router.plugin",
@@ -26,11 +27,7 @@ if TYPE_CHECKING:
     from .plugin import Router
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'taskloom_router' has no attribute {name!r}")
-    return getattr(import_module(module), name)
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 __all__ = [
