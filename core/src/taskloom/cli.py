@@ -122,32 +122,40 @@ def main(config: str | None, debug: bool) -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--refresh", is_flag=True, help="Load every plugin again instead of using the plugin index.")
 @click.pass_context
-def plugins(ctx: click.Context, as_json: bool) -> None:
+def plugins(ctx: click.Context, as_json: bool, refresh: bool) -> None:
     """List installed plugins: distribution, version, hooks and status."""
-    kernel = get_kernel(ctx)
-    infos = sorted(kernel.plugins.infos.values(), key=lambda i: i.name)
+    from . import plugin_index
+
+    config = ctx.find_root().params.get("config")
+    rows = None if refresh else plugin_index.lookup(config)
+    if rows is None:
+        kernel = get_kernel(ctx)
+        infos = sorted(kernel.plugins.infos.values(), key=lambda i: i.name)
+        rows = [i.as_dict() for i in infos]
+        plugin_index.save(config, rows, [i.metadata_file for i in infos if i.metadata_file])
     if as_json:
-        echo_json([i.as_dict() for i in infos])
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
     # Plain aligned columns, like `pip list`: this is the command people time, and rich
     # would cost more to import than the whole listing.
-    rows = [("plugin", "distribution", "version", "status", "hooks")]
-    for i in infos:
-        hooks = ", ".join(h.removeprefix("taskloom_") for h in i.hooks)
-        rows.append((i.name, i.distribution or "", i.version or "", i.status, hooks))
-    widths = [max(len(row[c]) for row in rows) for c in range(4)]
+    table = [("plugin", "distribution", "version", "status", "hooks")]
+    for row in rows:
+        hooks = ", ".join(h.removeprefix("taskloom_") for h in row["hooks"])
+        table.append((row["name"], row["distribution"] or "", row["version"] or "", row["status"], hooks))
+    widths = [max(len(line[c]) for line in table) for c in range(4)]
     colours = {"enabled": "green", "failed": "red"}
-    for n, row in enumerate(rows):
-        cells = [row[c].ljust(widths[c]) for c in range(4)]
+    for n, line in enumerate(table):
+        cells = [line[c].ljust(widths[c]) for c in range(4)]
         if n:
-            cells[3] = click.style(cells[3], fg=colours.get(row[3]), dim=row[3] not in colours)
+            cells[3] = click.style(cells[3], fg=colours.get(line[3]), dim=line[3] not in colours)
         else:
             cells = [click.style(c, bold=True) for c in cells]
-        click.echo("  ".join([*cells, row[4]]).rstrip())
-    for i in infos:
-        if i.status == "failed":
-            click.echo(f"{i.name}: {i.status_text}")
+        click.echo("  ".join([*cells, line[4]]).rstrip())
+    for row in rows:
+        if row["status"] == "failed":
+            click.echo(f"{row['name']}: failed: {row['reason']}")
 
 
 @main.group(invoke_without_command=True)

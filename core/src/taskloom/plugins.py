@@ -64,6 +64,8 @@ class PluginInfo:
     reason: str | None = None
     hooks: list[str] = field(default_factory=list)
     obj: Any = field(default=None, repr=False)
+    # The distribution's entry_points.txt, when it is a file (for the plugin index).
+    metadata_file: str | None = field(default=None, repr=False)
 
     @property
     def status_text(self) -> str:
@@ -118,6 +120,11 @@ def discover() -> dict[str, list[EntryPoint]]:
     return found
 
 
+def _entry_points_file(ep: EntryPoint) -> str | None:
+    folder = getattr(ep.dist, "_path", None)  # a PathDistribution's .dist-info folder
+    return os.path.join(str(folder), "entry_points.txt") if folder is not None else None
+
+
 class PluginManager:
     """Loads the enabled plugins into a pluggy manager and reports on every plugin."""
 
@@ -145,6 +152,7 @@ class PluginManager:
                 distribution=ep.dist.name if ep.dist else None,
                 version=ep.dist.version if ep.dist else None,
                 target=ep.value,
+                metadata_file=_entry_points_file(ep),
             )
             self.infos[name] = info
             if name not in enabled:
