@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -304,3 +305,17 @@ def test_tools_call_goes_through_the_policy_hook(tmp_path: Path, monkeypatch: py
     path.write_text(allowed)
     ok = run("--config", str(path), "tools", "call", "touch", "--args", '{"name": "x"}')
     assert ok.exit_code == 0 and ok.output.strip() == "touched" and marker.read_text() == "x"
+
+
+def test_a_closed_output_pipe_ends_the_command_quietly(config: Path) -> None:
+    reader = subprocess.Popen(
+        [sys.executable, "-m", "taskloom", "--config", str(config), "plugins"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "TASKLOOM_PLUGIN_INDEX": "0"},
+    )
+    assert reader.stdout is not None and reader.stderr is not None
+    reader.stdout.close()  # like `taskloom plugins | head -0`
+    stderr = reader.stderr.read().decode()
+    assert reader.wait(timeout=60) == 141
+    assert "error" not in stderr and "Traceback" not in stderr and "Exception ignored" not in stderr, stderr

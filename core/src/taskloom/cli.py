@@ -8,6 +8,7 @@ line; ``--debug`` shows the traceback. Plugins add subcommands with
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -60,6 +61,11 @@ class _Group(click.Group):
             _fail(str(exc), exc.exit_code)
         except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
             raise
+        except BrokenPipeError:
+            # The reader went away (`taskloom plugins | head`): stop quietly, as other
+            # commands do, and keep Python from complaining when it flushes stdout at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(141)
         except Exception as exc:
             if debug:
                 raise

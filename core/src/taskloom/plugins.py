@@ -111,13 +111,29 @@ def discover() -> dict[str, list[EntryPoint]]:
     found: dict[str, list[EntryPoint]] = {}
     seen: set[tuple[str, str]] = set()
     for ep in entry_points(group=GROUP):
-        dist = ep.dist.name if ep.dist else ""
+        dist = dist_name_version(ep)[0] or ""
         # The same distribution seen twice on sys.path (e.g. editable + site) is not a clash.
         if (ep.name, dist) in seen:
             continue
         seen.add((ep.name, dist))
         found.setdefault(ep.name, []).append(ep)
     return found
+
+
+def dist_name_version(ep: EntryPoint) -> tuple[str | None, str | None]:
+    """The (normalized) name and version of the distribution declaring ``ep``.
+
+    Read from the ``<name>-<version>.dist-info`` folder name when there is one, as
+    installers write it, rather than by parsing every distribution's METADATA file."""
+    dist = ep.dist
+    if dist is None:
+        return None, None
+    folder = os.path.basename(str(getattr(dist, "_path", "")))
+    stem, dot, suffix = folder.rpartition(".")
+    name, dash, version = stem.partition("-")
+    if dot and suffix == "dist-info" and dash and name and version and "-" not in version:
+        return name.replace("_", "-").replace(".", "-").lower(), version
+    return dist.name, dist.version
 
 
 def _entry_points_file(ep: EntryPoint) -> str | None:
@@ -147,10 +163,11 @@ class PluginManager:
         enabled = self._enabled_names(known)
         for name, eps in sorted(installed.items()):
             ep = eps[0]
+            distribution, version = dist_name_version(ep)
             info = PluginInfo(
                 name=name,
-                distribution=ep.dist.name if ep.dist else None,
-                version=ep.dist.version if ep.dist else None,
+                distribution=distribution,
+                version=version,
                 target=ep.value,
                 metadata_file=_entry_points_file(ep),
             )
@@ -158,7 +175,7 @@ class PluginManager:
             if name not in enabled:
                 continue
             if len(eps) > 1:
-                dists = ", ".join(sorted(e.dist.name if e.dist else "?" for e in eps))
+                dists = ", ".join(sorted(dist_name_version(e)[0] or "?" for e in eps))
                 self._fail(info, f"two installed plugins are named {name!r} ({dists}); uninstall one")
                 continue
             try:
