@@ -202,3 +202,17 @@ def test_inprocess_plugins_bypass_the_index(tmp_path: Path, monkeypatch: pytest.
     assert not (Path(os.environ["XDG_CACHE_HOME"]) / "taskloom" / "plugin-index").exists()
     result = CliRunner().invoke(main, ["plugins", "--json"], catch_exceptions=False)
     assert "inprocess-probe" not in result.output
+
+
+def test_old_entries_are_pruned(setup: Setup) -> None:
+    folder = setup.cache / "taskloom" / "plugin-index"
+    folder.mkdir(parents=True)
+    for n in range(70):
+        stale = folder / f"stale{n:02d}.json"
+        stale.write_text("{}")
+        os.utime(stale, ns=(n * 1_000_000_000, n * 1_000_000_000))
+    setup.listing("plugins")
+    kept = sorted(p.name for p in folder.glob("*.json"))
+    assert len(kept) == 64
+    assert "stale00.json" not in kept and "stale69.json" in kept
+    assert any(not name.startswith("stale") for name in kept)

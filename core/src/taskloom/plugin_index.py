@@ -32,6 +32,9 @@ from pathlib import Path
 from typing import Any
 
 FORMAT = 1
+# Entries kept (one per interpreter, sys.path, working directory and --config); the
+# least recently written go first.
+MAX_ENTRIES = 64
 
 # Variables an interactive shell changes between two identical commands.
 _VOLATILE_ENV = frozenset({"_", "OLDPWD", "PWD", "SHLVL", "COLUMNS", "LINES", "HISTCMD", "RANDOM", "SECONDS"})
@@ -141,8 +144,15 @@ def save(config: str | None, rows: list[dict[str, Any]], entry_point_files: list
         partial = target.with_suffix(f".{os.getpid()}.tmp")
         partial.write_text(json.dumps(entry), encoding="utf-8")
         os.replace(partial, target)
+        _prune(target.parent)
     except OSError:
         pass
+
+
+def _prune(folder: Path) -> None:
+    entries = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime_ns)
+    for old in entries[: max(0, len(entries) - MAX_ENTRIES)]:
+        old.unlink(missing_ok=True)
 
 
 def _has_inprocess_plugins() -> bool:
