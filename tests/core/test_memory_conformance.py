@@ -26,3 +26,45 @@ class TestMemoryStore(StoreConformance):
     @pytest.fixture
     def make_store(self) -> StoreFactory:
         return MemoryStore
+
+
+@pytest.mark.anyio
+async def test_checkpoints_come_back_equal_field_for_field() -> None:
+    # Checkpoints are kept packed as tuples; read back they must be equal records with the
+    # same set fields, whatever order the record's fields were set in, and independent of
+    # the caller's record (a structured output is copied, not shared).
+    from decimal import Decimal
+
+    from taskloom.records import TaskRecord
+    from taskloom.types import Cost, Usage, build
+
+    store = MemoryStore()
+    output = {"items": [1, 2], "label": "x"}
+    built = build(
+        TaskRecord,
+        **dict(
+            reversed(
+                {
+                    "run_id": "r", "task_id": "a", "state": "succeeded", "attempts": 2, "agent": "w", "prompt": "p",
+                    "output": output, "error": None, "started_at": 1.0, "finished_at": 2.0,
+                    "usage": Usage(input_tokens=3), "cost": Cost(total=Decimal("5E+1"), source="prices"),
+                    "compensation_of": None,
+                }.items()
+            )
+        ),
+    )  # fmt: skip
+    partial = TaskRecord(run_id="r", task_id="b", output=("not", "json"))
+    for record in (built, partial):
+        await store.save_task(record)
+    output["items"].append(3)
+    got = {r.task_id: r for r in await store.get_tasks("r")}
+    assert got["a"].output == {"items": [1, 2], "label": "x"}
+    for record in (built, partial):
+        back = got[record.task_id]
+        if record is built:
+            record.output = {"items": [1, 2], "label": "x"}
+        assert back == record
+        assert back.model_fields_set == record.model_fields_set
+        assert back.usage.model_fields_set == record.usage.model_fields_set
+        assert str(back.cost.total) == str(record.cost.total)
+    assert got["b"].output == ("not", "json") and got["b"].model_fields_set == {"run_id", "task_id", "output"}

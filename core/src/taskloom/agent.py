@@ -311,25 +311,6 @@ async def run_agent(
         state.emit(
             "agent.start", {"model": agent.model or kernel.settings.taskloom.default_model, "tools": list(tools)}
         )
-    # What every request of the run shares; each turn's request is a copy with its own
-    # messages, tool choice and metadata. Every value comes from the validated agent,
-    # messages and specs: no revalidation.
-    shared = build(
-        ModelRequest,
-        model=agent.model,
-        messages=messages,
-        tools=specs,
-        tool_choice="auto" if specs else "none",
-        temperature=agent.temperature,
-        top_p=None,
-        max_tokens=agent.max_tokens,
-        stop=None,
-        seed=None,
-        output_schema=schema,
-        metadata=meta,
-        cache=True,
-        deadline=state.deadline,
-    )
     complete = kernel.gateway.complete
 
     best_text = ""
@@ -342,11 +323,24 @@ async def run_agent(
         if limit:
             stop = limit
             break
-        request = replace(
-            shared,
+        # Each turn's request: its own copy of the messages, tool choice and metadata, the
+        # rest from the agent. Every value comes from the validated agent, messages and
+        # specs: no revalidation.
+        request = build(
+            ModelRequest,
+            model=agent.model,
             messages=list(messages),
+            tools=specs,
             tool_choice=(agent.tool_choice if state.turns == 0 else "auto") if specs else "none",
+            temperature=agent.temperature,
+            top_p=None,
+            max_tokens=agent.max_tokens,
+            stop=None,
+            seed=None,
+            output_schema=schema,
             metadata=state.request_meta(),
+            cache=True,
+            deadline=state.deadline,
         )
         try:
             response = await complete(request)

@@ -254,3 +254,42 @@ async def test_usage_totals_and_events(make_kernel: Any, wf_plugin: WfTestPlugin
     data = result.to_dict()
     assert data["status"] == "succeeded" and data["tasks"][0]["attempts"] == 1
     assert data["totals"]["usage"]["total_tokens"] == total
+
+
+def test_run_totals_equal_the_chain_of_additions() -> None:
+    # The run's totals are summed as plain ints and Decimals; they must equal, value for
+    # value and digit for digit, what adding the records one after another gives, with the
+    # shared zero records left out (adding Decimal(0) would change 5E+1 into 50).
+    from decimal import Decimal
+
+    from taskloom.records import TaskRecord
+    from taskloom.types import Cost, Usage
+    from taskloom.workflow import runner
+
+    def rec(usage: Usage, cost: Cost) -> TaskRecord:
+        return TaskRecord(run_id="r", task_id="t", usage=usage, cost=cost)
+
+    records = [
+        rec(
+            Usage(input_tokens=3, output_tokens=4, cached_input_tokens=1, reasoning_tokens=2),
+            Cost(total=Decimal("5E+1")),
+        ),
+        rec(runner._NO_USAGE, runner._NO_COST),
+        rec(Usage(input_tokens=7), Cost(total=Decimal("0.1000"), input=Decimal("0.05"), tools=Decimal("1E-30"))),
+        rec(Usage(output_tokens=9), Cost(priced=False, source="prices")),
+    ]
+    usage, cost = Usage(), Cost()
+    for r in records:
+        if r.usage is not runner._NO_USAGE:
+            usage = usage + r.usage
+        if r.cost is not runner._NO_COST:
+            cost = cost + r.cost
+    got_usage, got_cost = runner._totals(records)
+    assert got_usage == usage and got_usage.model_fields_set == usage.model_fields_set
+    assert got_cost == cost and got_cost.model_fields_set == cost.model_fields_set
+    assert [str(v) for v in got_cost.__dict__.values()] == [str(v) for v in cost.__dict__.values()]
+    assert got_cost.priced is False and got_cost.source is None
+    # No record with usage or cost: the zero records, as before.
+    empty_usage, empty_cost = runner._totals([rec(runner._NO_USAGE, runner._NO_COST)])
+    assert empty_usage == Usage() and empty_usage.model_fields_set == set()
+    assert empty_cost == Cost() and empty_cost.model_fields_set == set()

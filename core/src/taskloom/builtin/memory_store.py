@@ -19,6 +19,7 @@ collection to walk. A run is kept with its spec and inputs pickled, for the same
 from __future__ import annotations
 
 import copy
+import operator
 import pickle
 from collections.abc import Callable
 from decimal import Decimal
@@ -74,17 +75,51 @@ def _copy_model(model: M, given: dict[str, Any] | None = None) -> M:
 # Packed records: ("m", kind, fields-set mask, *values in field order), each value atomic, a
 # packed model, or ("p", pickled bytes) for a container. ``kind`` indexes _KINDS.
 _KINDS: list[type[BaseModel]] = []
-_KIND_OF: dict[type[BaseModel], int] = {}
 _NAMES: list[tuple[str, ...]] = []
-_BITS: list[dict[str, int]] = []
+# Per model class: its kind, its number of fields, a getter of their values in field order
+# (operator.itemgetter: one C call), their names as a set, one bit per name, every bit.
+_Layout = tuple[int, int, Callable[[dict[str, Any]], tuple[Any, ...]], frozenset[str], dict[str, int], int]
+_LAYOUTS: dict[type[BaseModel], _Layout] = {}
 
 
-def _register(cls: type[BaseModel]) -> int:
-    kind = _KIND_OF[cls] = len(_KINDS)
+class _Refused(Exception):
+    """A value that does not pack: the record is kept as a copied model instead."""
+
+
+def _register(cls: type[BaseModel]) -> _Layout:
+    names = tuple(cls.model_fields)
+    kind = len(_KINDS)
     _KINDS.append(cls)
-    _NAMES.append(tuple(cls.model_fields))
-    _BITS.append({name: 1 << i for i, name in enumerate(cls.model_fields)})
-    return kind
+    _NAMES.append(names)
+    getter = operator.itemgetter(*names) if len(names) > 1 else _one_or_none(names)
+    layout = (
+        kind,
+        len(names),
+        getter,
+        frozenset(names),
+        {n: 1 << i for i, n in enumerate(names)},
+        (1 << len(names)) - 1,
+    )
+    _LAYOUTS[cls] = layout
+    return layout
+
+
+def _one_or_none(names: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """The values getter of a model with one field or none (itemgetter returns a tuple only
+    for two names or more)."""
+    return lambda fields: tuple([fields[name] for name in names])
+
+
+def _pack_value(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        packed = _pack(value)
+        if packed is None:
+            raise _Refused
+        return packed
+    try:
+        return ("p", pickle.dumps(value, pickle.HIGHEST_PROTOCOL))
+    except Exception:
+        raise _Refused from None
 
 
 def _pack(model: BaseModel) -> tuple[Any, ...] | None:
@@ -92,35 +127,28 @@ def _pack(model: BaseModel) -> tuple[Any, ...] | None:
     attributes, a value pickle refuses): it is then kept as a copied model."""
     if model.__pydantic_extra__ or model.__pydantic_private__:
         return None
-    kind = _KIND_OF.get(type(model))
-    if kind is None:
-        kind = _register(type(model))
-    names = _NAMES[kind]
+    layout = _LAYOUTS.get(type(model))
+    if layout is None:
+        layout = _register(type(model))
+    kind, size, values_of, names, bits, every = layout
     fields = model.__dict__
-    if tuple(fields) != names:  # every field, in field order
+    if len(fields) != size:  # every field and nothing else (then the getter finds them all)
         return None
-    values = [*fields.values()]
+    try:
+        values = values_of(fields)
+    except KeyError:
+        return None
     if not _ATOMIC.issuperset(map(type, values)):  # some values need packing (checked in C first)
-        for i, value in enumerate(values):
-            if type(value) in _ATOMIC:
-                continue
-            if isinstance(value, BaseModel):
-                packed = _pack(value)
-                if packed is None:
-                    return None
-                values[i] = packed
-            else:
-                try:
-                    values[i] = ("p", pickle.dumps(value, pickle.HIGHEST_PROTOCOL))
-                except Exception:
-                    return None
+        try:
+            values = tuple([v if type(v) in _ATOMIC else _pack_value(v) for v in values])
+        except _Refused:
+            return None
     given = model.__pydantic_fields_set__
-    if not given:
+    if len(given) == size and names.issuperset(given):
+        mask = every
+    elif not given:
         mask = 0
-    elif len(given) == len(names) and given.issuperset(names):
-        mask = (1 << len(names)) - 1
     else:
-        bits = _BITS[kind]
         mask = sum([bits[name] for name in given if name in bits])
     return ("m", kind, mask, *values)
 

@@ -41,7 +41,7 @@ import anyio
 
 from ..agent import Budget
 from ..records import RunRecord, RunStatus, TaskRecord
-from ..types import Action, Cost, Event, RequestMeta, Usage, build
+from ..types import ZERO, Action, Cost, Event, RequestMeta, Usage, assign, build
 from . import templates
 from .checks import Graph, check_workflow
 from .executor import TaskOutcome, TaskSpec
@@ -229,17 +229,12 @@ class _Engine:
     async def _finish(self, status: RunStatus) -> WorkflowResult:
         run = self.run
         tasks: dict[str, TaskRecord] = {}
-        usage, cost = Usage(), Cost()
         for i, tid in enumerate(self.graph.ids):
             record = self.records[i]
             if record is None:
                 record = TaskRecord(run_id=run.id, task_id=tid, state="pending", agent=self.graph.tasks[i].agent)
             tasks[tid] = record
-        for record in (*tasks.values(), *self.compensations):
-            if record.usage is not _NO_USAGE:  # the shared zero adds nothing
-                usage = usage + record.usage
-            if record.cost is not _NO_COST:
-                cost = cost + record.cost
+        usage, cost = _totals([*tasks.values(), *self.compensations])
         run.status = status
         run.finished_at = time.time()
         run.usage, run.cost = usage, cost
@@ -427,7 +422,10 @@ class _Engine:
             record = self.records[i] = self._record(task, tid)
             try:
                 prompt = task.prompt  # a literal prompt needs no context
-                record.prompt = prompt if templates.is_literal(prompt) else templates.render(prompt, self._context(i))
+                if not templates.is_literal(prompt):
+                    prompt = templates.render(prompt, self._context(i))
+                # (assign: the attribute set pydantic makes, without its per-attribute dispatch)
+                assign(record, prompt=prompt)
             except templates.TemplateProblem as exc:
                 record.attempts += 1
                 await self._failed(i, record, f"{exc} (in {self.spec.where})")
@@ -462,7 +460,7 @@ class _Engine:
         while True:
             if abort():
                 return None
-            record.attempts += 1
+            assign(record, attempts=record.attempts + 1)
             spec = build(TaskSpec,
                 run_id=self.run.id, task_id=record.task_id, attempt=record.attempts, agent=agent,
                 escalation_reason=last.stop_reason if last else None, previous_error=last.error if last else None,
@@ -478,7 +476,7 @@ class _Engine:
                 return None
             if outcome.usage.input_tokens or outcome.usage.output_tokens:
                 # Zero plus the outcome's usage is that usage: share it (int fields, exact).
-                record.usage = outcome.usage if record.usage is _NO_USAGE else record.usage + outcome.usage
+                assign(record, usage=outcome.usage if record.usage is _NO_USAGE else record.usage + outcome.usage)
             if outcome.cost.total or not outcome.cost.priced:
                 record.cost = record.cost + outcome.cost
             if budget is not None and not outcome.charged:
@@ -516,9 +514,7 @@ class _Engine:
         if outcome is None:
             await self._interrupted(i, record, self.stop_reason or "cancelled")
         elif outcome.ok:
-            record.state = "succeeded"
-            record.output = outcome.output
-            record.finished_at = time.time()
+            assign(record, state="succeeded", output=outcome.output, finished_at=time.time())
             saved = await self._save(record)  # the checkpoint, before any dependant starts
             self.state[i] = "succeeded"
             self.outputs[record.task_id] = outcome.output
@@ -625,6 +621,37 @@ class _Engine:
                 kind=kind, time=time.time(), run_id=self.run.id, task_id=record.task_id if record else None,
                 agent=record.agent if record else None, data=data,
             ))  # fmt: skip
+
+
+def _totals(records: list[TaskRecord]) -> tuple[Usage, Cost]:
+    """The run's usage and cost: the sum ``Usage() + r.usage + ...`` and ``Cost() + r.cost
+    + ...`` over ``records`` in order (the shared zeros add nothing and are left out), as
+    plain ints and Decimals added in the same order, without a record for each step."""
+    usages = [r.usage for r in records if r.usage is not _NO_USAGE]
+    costs = [r.cost for r in records if r.cost is not _NO_COST]
+    usage = Usage()
+    if usages:
+        usage = build(Usage,
+            input_tokens=sum([u.input_tokens for u in usages]), output_tokens=sum([u.output_tokens for u in usages]),
+            cached_input_tokens=sum([u.cached_input_tokens for u in usages]),
+            reasoning_tokens=sum([u.reasoning_tokens for u in usages]),
+        )  # fmt: skip
+    cost = Cost()
+    if costs:
+        total = inp = out = cached = tools = ZERO
+        priced = True
+        for c in costs:  # Decimal sums in record order, as the chain of additions makes them
+            total += c.total
+            inp += c.input
+            out += c.output
+            cached += c.cached_input
+            tools += c.tools
+            priced = priced and c.priced
+        # The chain starts from Cost(), whose source is None: the sum's source stays None.
+        cost = build(
+            Cost, total=total, input=inp, output=out, cached_input=cached, tools=tools, priced=priced, source=None
+        )
+    return usage, cost
 
 
 def _describe(exc: BaseException) -> str:
