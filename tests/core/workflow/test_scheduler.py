@@ -256,40 +256,63 @@ async def test_usage_totals_and_events(make_kernel: Any, wf_plugin: WfTestPlugin
     assert data["totals"]["usage"]["total_tokens"] == total
 
 
-def test_run_totals_equal_the_chain_of_additions() -> None:
-    # The run's totals are summed as plain ints and Decimals; they must equal, value for
-    # value and digit for digit, what adding the records one after another gives, with the
-    # shared zero records left out (adding Decimal(0) would change 5E+1 into 50).
+def test_run_cost_equals_the_chain_of_additions() -> None:
+    # The run's cost is summed as plain Decimals; it must equal, value for value and digit
+    # for digit, what adding the records one after another gives, with the shared zero
+    # records left out (adding Decimal(0) would change 5E+1 into 50).
     from decimal import Decimal
 
     from taskloom.records import TaskRecord
-    from taskloom.types import Cost, Usage
+    from taskloom.types import Cost
     from taskloom.workflow import runner
 
-    def rec(usage: Usage, cost: Cost) -> TaskRecord:
-        return TaskRecord(run_id="r", task_id="t", usage=usage, cost=cost)
+    def rec(cost: Cost) -> TaskRecord:
+        return TaskRecord(run_id="r", task_id="t", cost=cost)
 
     records = [
-        rec(
-            Usage(input_tokens=3, output_tokens=4, cached_input_tokens=1, reasoning_tokens=2),
-            Cost(total=Decimal("5E+1")),
-        ),
-        rec(runner._NO_USAGE, runner._NO_COST),
-        rec(Usage(input_tokens=7), Cost(total=Decimal("0.1000"), input=Decimal("0.05"), tools=Decimal("1E-30"))),
-        rec(Usage(output_tokens=9), Cost(priced=False, source="prices")),
+        rec(Cost(total=Decimal("5E+1"))),
+        rec(runner._NO_COST),
+        rec(Cost(total=Decimal("0.1000"), input=Decimal("0.05"), tools=Decimal("1E-30"))),
+        rec(Cost(priced=False, source="prices")),
     ]
-    usage, cost = Usage(), Cost()
+    cost = Cost()
     for r in records:
-        if r.usage is not runner._NO_USAGE:
-            usage = usage + r.usage
         if r.cost is not runner._NO_COST:
             cost = cost + r.cost
-    got_usage, got_cost = runner._totals(records)
-    assert got_usage == usage and got_usage.model_fields_set == usage.model_fields_set
-    assert got_cost == cost and got_cost.model_fields_set == cost.model_fields_set
-    assert [str(v) for v in got_cost.__dict__.values()] == [str(v) for v in cost.__dict__.values()]
-    assert got_cost.priced is False and got_cost.source is None
-    # No record with usage or cost: the zero records, as before.
-    empty_usage, empty_cost = runner._totals([rec(runner._NO_USAGE, runner._NO_COST)])
-    assert empty_usage == Usage() and empty_usage.model_fields_set == set()
-    assert empty_cost == Cost() and empty_cost.model_fields_set == set()
+    got = runner._sum_costs(records)
+    assert got == cost and got.model_fields_set == cost.model_fields_set
+    assert [str(v) for v in got.__dict__.values()] == [str(v) for v in cost.__dict__.values()]
+    assert got.priced is False and got.source is None
+    empty = runner._sum_costs([rec(runner._NO_COST)])  # nothing to add: Cost(), as before
+    assert empty == Cost() and empty.model_fields_set == set()
+
+
+async def test_run_usage_counts_every_attempt_and_compensation(make_kernel: Any) -> None:
+    # The run's usage is kept as running totals; it must equal the sum over the task records
+    # (a retried task's record holds the usage of both attempts) and the compensations.
+    models = {
+        # The first answer is a tool call: with one turn allowed the attempt stops at
+        # max_turns, having used tokens; the retry gets the default answer.
+        "m": {"provider": "scripted", "responses": [{"tool": "nope", "arguments": {}}], "default": "fine"},
+        "broken": {"provider": "scripted", "responses": [{"error": "bad_request", "message": "broken"}]},
+    }
+    spec = (
+        Workflow("w", failure_mode="continue")
+        .agent("a", model="m", limits={"max_turns": 1})
+        .agent("b", model="broken")
+        .task("flaky", agent="a", prompt="p", retries=1, backoff=0)
+        .task("ok", agent="a", prompt="q", needs=["flaky"], compensate="undo")
+        .task("bad", agent="b", prompt="r", needs=["ok"])
+        .task("undo", agent="a", prompt="undo it")
+        .build()
+    )
+    result = await run_workflow(make_kernel(models), spec)
+    assert result.status == "failed" and result.tasks["bad"].state == "failed"
+    flaky = result.tasks["flaky"]
+    assert flaky.attempts == 2 and flaky.state == "succeeded"
+    assert flaky.usage.output_tokens > result.tasks["ok"].usage.output_tokens  # two answers counted
+    assert result.compensations and result.compensations[0].usage.total_tokens > 0
+    records = [*result.tasks.values(), *result.compensations]
+    for field in ("input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens"):
+        assert getattr(result.usage, field) == sum(getattr(r.usage, field) for r in records), field
+    assert result.usage.model_fields_set == {"input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens"}

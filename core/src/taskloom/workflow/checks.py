@@ -80,8 +80,25 @@ def _check_task(
     capacities: dict[str, int],
     declared: set[str],
 ) -> list[str]:
-    out: list[str] = []
     tid = task.id
+    needs = task.needs
+    # The usual task, passed in one go: a known agent, a literal prompt, no condition,
+    # resources or compensation, and needs naming other tasks of the normal flow, once each.
+    if (
+        task.agent in spec.agents
+        and task.when is None
+        and task.compensate is None
+        and not task.resources
+        and tid not in compensations
+        and templates.is_literal(task.prompt)
+        and (len(needs) < 2 or len(set(needs)) == len(needs))
+    ):
+        for need in needs:
+            if need == tid or need not in by_id or need in compensations:
+                break
+        else:
+            return []
+    out: list[str] = []
 
     def bad(text: str) -> None:
         out.append(_problem(spec, tid, text))
@@ -175,7 +192,13 @@ def build_graph(spec: WorkflowSpec) -> Graph:
     tasks = [t for t in spec.tasks if t.id not in compensations]
     ids = [t.id for t in tasks]
     index = {tid: i for i, tid in enumerate(ids)}
-    deps = [tuple([index[n] for n in t.needs if n in index and n != t.id]) for t in tasks]
+    get = index.get
+    deps: list[tuple[int, ...]] = []
+    for t in tasks:
+        ds = tuple(map(get, t.needs))  # None for a need no task has
+        if None in ds or t.id in t.needs:  # (reported by the checks) left out of the graph
+            ds = tuple([index[n] for n in t.needs if n in index and n != t.id])
+        deps.append(ds)  # type: ignore[arg-type]  # (no None left)
     dependants: list[list[int]] = [[] for _ in tasks]
     for i, ds in enumerate(deps):
         for d in ds:

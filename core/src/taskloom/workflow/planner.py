@@ -112,9 +112,10 @@ def bottom_levels(graph: Graph, w: list[float] | None = None) -> list[float]:
     of a ready task when slots are scarce."""
     w = w or weights(graph)
     bl = [0.0] * len(graph)
+    dependants, at = graph.dependants, bl.__getitem__
     for i in reversed(graph.order):
-        after = graph.dependants[i]
-        bl[i] = w[i] + (max(bl[j] for j in after) if after else 0.0)
+        after = dependants[i]
+        bl[i] = w[i] + (max(map(at, after)) if after else 0.0)
     return bl
 
 

@@ -154,6 +154,13 @@ class _Engine:
         self.stop_reason: str | None = None
         self.failures: list[str] = []
         self.compensations: list[TaskRecord] = []
+        # Running totals over the records of the run (``records`` and ``compensations``):
+        # the tokens of their usage (ints: exact in any order), and how many have usage or
+        # cost of their own (not the shared zeros), so that the run's totals need no pass
+        # over every record at the end.
+        self.tokens = [0, 0, 0, 0]
+        self.metered = 0
+        self.costed = 0
         self.store_error: str | None = None
         self.tg: Any = None
         # Workers: jobs ready to run, events of idle workers, workers woken or spawned that
@@ -169,29 +176,32 @@ class _Engine:
 
     async def execute(self, handle_signals: bool, resumed: bool = False) -> WorkflowResult:
         g = self.graph
-        for i, tid in enumerate(g.ids):
-            record = self.previous.get(tid)
-            if record is not None and record.state == "succeeded":
-                self.state[i] = "succeeded"
-                self.records[i] = record
-                self.outputs[tid] = record.output
         state = self.state
         if self.previous:
+            for i, tid in enumerate(g.ids):
+                record = self.previous.get(tid)
+                if record is not None and record.state == "succeeded":
+                    state[i] = "succeeded"
+                    self.records[i] = record
+                    self._track(record, 1)
+                    self.outputs[tid] = record.output
             self.remaining = [sum(1 for d in deps if state[d] != "succeeded") for deps in g.deps]
         else:  # a new run: nothing is done yet
-            self.remaining = [len(deps) for deps in g.deps]
-        self._emit("run.start", None, {
-            "workflow": self.spec.name, "tasks": len(g), "user": self.user, "resumed": resumed,
-            "already_done": sum(1 for s in state if s == "succeeded"),
-        })  # fmt: skip
+            self.remaining = list(map(len, g.deps))
+        if self.emitting:
+            self._emit("run.start", None, {
+                "workflow": self.spec.name, "tasks": len(g), "user": self.user, "resumed": resumed,
+                "already_done": state.count("succeeded"),
+            })  # fmt: skip
         try:
             async with anyio.create_task_group() as outer:
                 if handle_signals:
                     outer.start_soon(self._watch_signals)
                 async with anyio.create_task_group() as tg:
                     self.tg = tg
-                    for i in range(len(g)):
-                        if state[i] == "pending" and self.remaining[i] == 0:
+                    remaining = self.remaining
+                    for i in [i for i, n in enumerate(remaining) if n == 0]:
+                        if state[i] == "pending" and remaining[i] == 0:
                             self._make_ready(i)
                     self._supply(0)
                 outer.cancel_scope.cancel()
@@ -228,13 +238,26 @@ class _Engine:
 
     async def _finish(self, status: RunStatus) -> WorkflowResult:
         run = self.run
-        tasks: dict[str, TaskRecord] = {}
-        for i, tid in enumerate(self.graph.ids):
-            record = self.records[i]
-            if record is None:
-                record = TaskRecord(run_id=run.id, task_id=tid, state="pending", agent=self.graph.tasks[i].agent)
-            tasks[tid] = record
-        usage, cost = _totals([*tasks.values(), *self.compensations])
+        ids, records = self.graph.ids, self.records
+        tasks: dict[str, TaskRecord]
+        if None in records:
+            tasks = {}
+            for i, tid in enumerate(ids):
+                record = records[i]
+                if record is None:
+                    record = TaskRecord(run_id=run.id, task_id=tid, state="pending", agent=self.graph.tasks[i].agent)
+                tasks[tid] = record
+        else:
+            tasks = dict(zip(ids, records, strict=True))  # type: ignore[arg-type]  # (no None in records)
+        # The sum ``Usage() + r.usage + ...`` over the records with usage of their own: the
+        # running token totals. The cost is summed here, in record order (Decimal sums).
+        t = self.tokens
+        usage = (
+            build(Usage, input_tokens=t[0], output_tokens=t[1], cached_input_tokens=t[2], reasoning_tokens=t[3])
+            if self.metered
+            else Usage()
+        )
+        cost = _sum_costs([*tasks.values(), *self.compensations]) if self.costed else Cost()
         run.status = status
         run.finished_at = time.time()
         run.usage, run.cost = usage, cost
@@ -407,6 +430,21 @@ class _Engine:
             usage=prev.usage if prev else _NO_USAGE, cost=prev.cost if prev else _NO_COST, compensation_of=compensation_of,
         )  # fmt: skip
 
+    def _track(self, record: TaskRecord, sign: int) -> None:
+        """Count ``record`` in (``sign`` 1) or out (-1) of the running totals."""
+        if record.usage is not _NO_USAGE:
+            self.metered += sign
+            self._add_tokens(record.usage, sign)
+        if record.cost is not _NO_COST:
+            self.costed += sign
+
+    def _add_tokens(self, usage: Usage, sign: int) -> None:
+        t = self.tokens
+        t[0] += sign * usage.input_tokens
+        t[1] += sign * usage.output_tokens
+        t[2] += sign * usage.cached_input_tokens
+        t[3] += sign * usage.reasoning_tokens
+
     async def _run_task(self, i: int) -> None:
         g = self.graph
         task, tid = g.tasks[i], g.ids[i]
@@ -420,6 +458,7 @@ class _Engine:
                     return
             self.state[i] = "running"
             record = self.records[i] = self._record(task, tid)
+            self._track(record, 1)
             try:
                 prompt = task.prompt  # a literal prompt needs no context
                 if not templates.is_literal(prompt):
@@ -433,6 +472,7 @@ class _Engine:
             if not await self._save(record):
                 self.state[i] = "pending"  # it never started; resume runs it
                 self.records[i] = None
+                self._track(record, -1)
                 return
             if self.emitting:  # the payload is built only for sinks
                 self._emit("task.start", record, {"attempt": record.attempts + 1})
@@ -474,10 +514,18 @@ class _Engine:
             del self.scopes[key]
             if scope.cancelled_caught:
                 return None
-            if outcome.usage.input_tokens or outcome.usage.output_tokens:
+            used = outcome.usage
+            if used.input_tokens or used.output_tokens:
                 # Zero plus the outcome's usage is that usage: share it (int fields, exact).
-                assign(record, usage=outcome.usage if record.usage is _NO_USAGE else record.usage + outcome.usage)
+                if record.usage is _NO_USAGE:
+                    assign(record, usage=used)
+                    self.metered += 1
+                else:
+                    assign(record, usage=record.usage + used)
+                self._add_tokens(used, 1)
             if outcome.cost.total or not outcome.cost.priced:
+                if record.cost is _NO_COST:
+                    self.costed += 1
                 record.cost = record.cost + outcome.cost
             if budget is not None and not outcome.charged:
                 budget.charge(outcome.usage, outcome.cost)
@@ -550,6 +598,7 @@ class _Engine:
     async def _fail_unstarted(self, i: int, error: str) -> None:
         g = self.graph
         record = self.records[i] = self._record(g.tasks[i], g.ids[i])
+        self._track(record, 1)
         await self._failed(i, record, error)
 
     async def _interrupted(self, i: int, record: TaskRecord, reason: str) -> None:
@@ -585,6 +634,7 @@ class _Engine:
             task = self.spec.task(comp_id)
             record = self._record(task, f"{comp_id}@{original.task_id}", compensation_of=original.task_id)
             self.compensations.append(record)
+            self._track(record, 1)
             context = {"inputs": self.inputs, "outputs": {original.task_id: original.output}}
             self._emit("task.compensate", record, {"of": original.task_id, "task": comp_id})
             try:
@@ -623,35 +673,23 @@ class _Engine:
             ))  # fmt: skip
 
 
-def _totals(records: list[TaskRecord]) -> tuple[Usage, Cost]:
-    """The run's usage and cost: the sum ``Usage() + r.usage + ...`` and ``Cost() + r.cost
-    + ...`` over ``records`` in order (the shared zeros add nothing and are left out), as
-    plain ints and Decimals added in the same order, without a record for each step."""
-    usages = [r.usage for r in records if r.usage is not _NO_USAGE]
+def _sum_costs(records: list[TaskRecord]) -> Cost:
+    """The sum ``Cost() + r.cost + ...`` over ``records`` in order (the shared zero left out),
+    as Decimals added in the same order, without a record for each step."""
     costs = [r.cost for r in records if r.cost is not _NO_COST]
-    usage = Usage()
-    if usages:
-        usage = build(Usage,
-            input_tokens=sum([u.input_tokens for u in usages]), output_tokens=sum([u.output_tokens for u in usages]),
-            cached_input_tokens=sum([u.cached_input_tokens for u in usages]),
-            reasoning_tokens=sum([u.reasoning_tokens for u in usages]),
-        )  # fmt: skip
-    cost = Cost()
-    if costs:
-        total = inp = out = cached = tools = ZERO
-        priced = True
-        for c in costs:  # Decimal sums in record order, as the chain of additions makes them
-            total += c.total
-            inp += c.input
-            out += c.output
-            cached += c.cached_input
-            tools += c.tools
-            priced = priced and c.priced
-        # The chain starts from Cost(), whose source is None: the sum's source stays None.
-        cost = build(
-            Cost, total=total, input=inp, output=out, cached_input=cached, tools=tools, priced=priced, source=None
-        )
-    return usage, cost
+    if not costs:
+        return Cost()
+    total = inp = out = cached = tools = ZERO
+    priced = True
+    for c in costs:
+        total += c.total
+        inp += c.input
+        out += c.output
+        cached += c.cached_input
+        tools += c.tools
+        priced = priced and c.priced
+    # The chain starts from Cost(), whose source is None: the sum's source stays None.
+    return build(Cost, total=total, input=inp, output=out, cached_input=cached, tools=tools, priced=priced, source=None)
 
 
 def _describe(exc: BaseException) -> str:
