@@ -9,9 +9,11 @@ when both are free.
 
 Started tasks are run by workers: anyio tasks of one task group that take jobs from a
 queue, most critical first (longest remaining path). A worker whose task finished goes
-straight on with a task that finish made ready, and only wakes an idle worker (or spawns
-one) for each further ready task, so a run of 10,000 tasks spawns about as many workers as
-ran at once, not 10,000 anyio tasks, and the task on the critical path starts at once.
+straight on with a task that finish made ready, and only wakes an idle worker for each
+further ready task; when none is idle it spawns one new worker, which spawns the next when
+it starts (a chain, so no caller waits for a hundred spawns). A run of 10,000 tasks spawns
+about as many workers as ran at once, not 10,000 anyio tasks, and the task on the critical
+path starts at once.
 
 A failed attempt is retried after ``backoff * 2**(n-1)`` seconds; each attempt has the
 task's ``timeout``. ``fail-fast`` cancels running tasks (recorded ``interrupted``) at the
@@ -318,16 +320,20 @@ class _Engine:
         heapq.heappush(self.jobs, (self.priority[i], self.seq, job, (i, *args)))
 
     def _supply(self, taking: int) -> None:
-        """Wake idle workers, or spawn new ones, until every queued job has a worker on its
-        way (``taking`` is 1 when the caller is a worker about to take one itself)."""
+        """Wake idle workers until every queued job has a worker on its way (``taking`` is 1
+        when the caller is a worker about to take one itself); if that is not enough, spawn
+        one new worker, which supplies the rest when it starts. Spawning costs far more
+        than waking, so the caller goes on with its own job (the most critical) after one
+        spawn, not after one for every job queued (a run's first 100 roots)."""
         need = len(self.jobs) - self.waking - taking
-        while need > 0:
+        idle = self.idle
+        while need > 0 and idle:
             need -= 1
             self.waking += 1
-            if self.idle:
-                self.idle.pop().set()
-            else:
-                self.tg.start_soon(self._worker)
+            idle.pop().set()
+        if need > 0:
+            self.waking += 1
+            self.tg.start_soon(self._worker)
 
     async def _worker(self) -> None:
         self.waking -= 1
