@@ -57,7 +57,23 @@ def check_workflow(spec: WorkflowSpec, kernel: Kernel | None = None) -> Graph:
     compensations = spec.compensation_ids()
     capacities = spec.workflow.resources
     declared = set(spec.workflow.inputs)
+    agents, known = spec.agents, by_id.__contains__
     for task in by_id.values():
+        # The usual task passes in one go: a known agent, a literal prompt, no condition,
+        # resources or compensation, and needs naming other tasks of the normal flow, once each.
+        needs, prompt = task.needs, task.prompt
+        if (
+            task.agent in agents
+            and task.when is None
+            and task.compensate is None
+            and not task.resources
+            and ("{" not in prompt or templates.is_literal(prompt))
+            and (len(needs) < 2 or len(set(needs)) == len(needs))
+            and task.id not in needs
+            and all(map(known, needs))
+            and (not compensations or (task.id not in compensations and compensations.isdisjoint(needs)))
+        ):
+            continue
         problems.extend(_check_task(spec, task, by_id, compensations, capacities, declared))
     if kernel is not None:
         problems.extend(check_names(spec, kernel))
@@ -80,25 +96,8 @@ def _check_task(
     capacities: dict[str, int],
     declared: set[str],
 ) -> list[str]:
-    tid = task.id
-    needs = task.needs
-    # The usual task, passed in one go: a known agent, a literal prompt, no condition,
-    # resources or compensation, and needs naming other tasks of the normal flow, once each.
-    if (
-        task.agent in spec.agents
-        and task.when is None
-        and task.compensate is None
-        and not task.resources
-        and tid not in compensations
-        and templates.is_literal(task.prompt)
-        and (len(needs) < 2 or len(set(needs)) == len(needs))
-    ):
-        for need in needs:
-            if need == tid or need not in by_id or need in compensations:
-                break
-        else:
-            return []
     out: list[str] = []
+    tid = task.id
 
     def bad(text: str) -> None:
         out.append(_problem(spec, tid, text))

@@ -11,6 +11,7 @@ call tools take more turns than this, so the figure is a floor.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -95,7 +96,10 @@ class Plan:
 
 
 def weights(graph: Graph) -> list[float]:
-    return [t.estimate if t.estimate is not None else 1.0 for t in graph.tasks]
+    return [1.0 if e is None else e for e in map(_ESTIMATE, graph.tasks)]
+
+
+_ESTIMATE = operator.attrgetter("estimate")
 
 
 def levels(graph: Graph) -> list[int]:

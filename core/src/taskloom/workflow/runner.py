@@ -32,6 +32,7 @@ the work itself; resume once the store is back). Finished checkpoints are kept.
 from __future__ import annotations
 
 import heapq
+import operator
 import secrets
 import signal
 import time
@@ -54,6 +55,7 @@ from .spec import BudgetSpec, TaskDef, WorkflowSpec, load_workflow, parse_workfl
 if TYPE_CHECKING:
     from ..kernel import Kernel
 
+_RESOURCES = operator.attrgetter("resources")
 _FINAL = ("succeeded", "failed", "skipped", "interrupted", "compensated")
 _NO_USAGE = Usage()
 _NO_COST = Cost()
@@ -147,7 +149,7 @@ class _Engine:
         self.remaining = [0] * n
         self.limit = spec.workflow.max_concurrency
         self.free = dict(spec.workflow.resources)
-        self.queued = self.limit is not None or any(t.resources for t in graph.tasks)
+        self.queued = self.limit is not None or any(map(_RESOURCES, graph.tasks))
         self.priority = [-b for b in bottom_levels(graph)]
         self.heap: list[tuple[float, int]] = []
         self.running = 0
