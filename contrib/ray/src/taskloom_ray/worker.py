@@ -60,7 +60,6 @@ async def run_attempt(key: str, config: dict[str, Any], spec_data: dict[str, Any
     A configuration error is an outcome (``stop_reason = "config"``, not retried).
     """
     from taskloom.agent import Budget
-    from taskloom.builtin.local_executor import LocalExecutor
     from taskloom.errors import ConfigError
     from taskloom.workflow.executor import TaskOutcome, TaskSpec
 
@@ -71,7 +70,7 @@ async def run_attempt(key: str, config: dict[str, Any], spec_data: dict[str, Any
         if spec.budget_usd_left is not None or spec.budget_tokens_left is not None:
             usd = Decimal(spec.budget_usd_left) if spec.budget_usd_left is not None else None
             budget = Budget(usd, spec.budget_tokens_left)
-        outcome = await LocalExecutor().run(spec, kernel, budget)
+        outcome = await kernel.executor.run(spec, kernel, budget)  # the local executor (worker_config)
     except ConfigError as exc:
         outcome = TaskOutcome(ok=False, stop_reason="config", error=f"ConfigError on Ray worker: {exc}")
     outcome.charged = False
