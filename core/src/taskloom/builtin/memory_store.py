@@ -241,7 +241,10 @@ class MemoryStore:
         return {run: {tid: _record(t) for tid, t in kept.items()} for run, kept in self._tasks.items()}
 
     async def save_task(self, task: TaskRecord) -> None:
-        self._tasks.setdefault(task.run_id, {})[task.task_id] = _kept(task)
+        kept = self._tasks.get(task.run_id)
+        if kept is None:
+            kept = self._tasks[task.run_id] = {}
+        kept[task.task_id] = _kept(task)
 
     async def get_tasks(self, run_id: str) -> list[TaskRecord]:
         return [_record(t) for t in self._tasks.get(run_id, {}).values()]

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from ..agent import Budget
+from ..errors import ConfigError
 from ..records import RunRecord, RunStatus, TaskRecord
 from ..types import ZERO, Action, Cost, Event, RequestMeta, Usage, assign, build
 from . import templates
@@ -552,8 +553,6 @@ class _Engine:
                 return None
 
     async def _attempt(self, spec: TaskSpec, timeout: float | None, budget: Budget | None) -> TaskOutcome:
-        from ..errors import ConfigError
-
         try:
             if timeout is None:
                 return await self.executor.run(spec, self.kernel, budget)
