@@ -13,8 +13,7 @@ a structured output as pickled bytes), rebuilt into a :class:`TaskRecord` when r
 garbage collector does not track such tuples, so a 10,000-task run does not leave some
 90,000 objects (records, their usage and cost, their dicts and field sets) for every full
 collection to walk. A run is kept with its spec and inputs pickled, for the same reason.
-The model calls of the ledger are kept packed the same way. ``runs``, ``tasks`` and
-``calls`` still show them as records.
+``runs`` and ``tasks`` still show them as records.
 """
 
 from __future__ import annotations
@@ -206,7 +205,7 @@ class MemoryStore:
     def __init__(self, keep_events: int = 10_000) -> None:
         self._runs: dict[str, _KeptRun] = {}
         self._tasks: dict[str, dict[str, tuple[Any, ...] | TaskRecord]] = {}
-        self._calls: list[tuple[Any, ...] | CallRecord] = []
+        self.calls: list[CallRecord] = []
         self.tool_calls: list[ToolCallRecord] = []
         self.events: list[Event] = []
         self.keep_events = keep_events
@@ -249,13 +248,10 @@ class MemoryStore:
     async def get_tasks(self, run_id: str) -> list[TaskRecord]:
         return [_record(t) for t in self._tasks.get(run_id, {}).values()]
 
-    @property
-    def calls(self) -> list[CallRecord]:
-        """Every model call recorded, oldest first (copies, rebuilt on each read)."""
-        return [_unpack(c) if isinstance(c, tuple) else _copy_model(c) for c in self._calls]
-
     async def record_call(self, call: CallRecord) -> None:
-        self._calls.append(_pack(call) or _copy_model(call))
+        # Kept as given: packing every call (as checkpoints are) would cost each model
+        # call a few microseconds of the gateway's budget.
+        self.calls.append(call)
 
     async def record_tool_call(self, call: ToolCallRecord) -> None:
         self.tool_calls.append(call)
