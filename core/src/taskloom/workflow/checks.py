@@ -188,16 +188,18 @@ def check_names(spec: WorkflowSpec, kernel: Kernel) -> list[str]:
 
 def build_graph(spec: WorkflowSpec) -> Graph:
     compensations = spec.compensation_ids()
-    tasks = [t for t in spec.tasks if t.id not in compensations]
+    tasks = [t for t in spec.tasks if t.id not in compensations] if compensations else list(spec.tasks)
     ids = [t.id for t in tasks]
-    index = {tid: i for i, tid in enumerate(ids)}
+    index = dict(zip(ids, range(len(ids)), strict=True))
     get = index.get
     deps: list[tuple[int, ...]] = []
+    append = deps.append
     for t in tasks:
-        ds = tuple(map(get, t.needs))  # None for a need no task has
-        if None in ds or t.id in t.needs:  # (reported by the checks) left out of the graph
-            ds = tuple([index[n] for n in t.needs if n in index and n != t.id])
-        deps.append(ds)  # type: ignore[arg-type]  # (no None left)
+        needs = t.needs
+        ds = tuple(map(get, needs))  # None for a need no task has
+        if None in ds or t.id in needs:  # (reported by the checks) left out of the graph
+            ds = tuple([index[n] for n in needs if n in index and n != t.id])
+        append(ds)  # type: ignore[arg-type]  # (no None left)
     dependants: list[list[int]] = [[] for _ in tasks]
     for i, ds in enumerate(deps):
         for d in ds:
@@ -208,17 +210,18 @@ def build_graph(spec: WorkflowSpec) -> Graph:
 
 
 def _topological(graph: Graph) -> list[int]:
-    indeg = [len(d) for d in graph.deps]
+    indeg = list(map(len, graph.deps))
     stack = [i for i, n in enumerate(indeg) if n == 0]
     stack.reverse()
     order: list[int] = []
+    push, take, dependants = stack.append, stack.pop, graph.dependants
     while stack:
-        i = stack.pop()
+        i = take()
         order.append(i)
-        for j in graph.dependants[i]:
+        for j in dependants[i]:
             indeg[j] -= 1
             if indeg[j] == 0:
-                stack.append(j)
+                push(j)
     return order
 
 
