@@ -10,7 +10,9 @@ The local cluster gets many logical CPUs (``--cpus``, default 64) on however man
 machine has: the tasks sleep, so they need no core while they wait.
 
 Prints, for ``--mode actors`` (async actors, default) and ``tasks`` (one Ray task per attempt):
-* makespan / critical path of the 1k DAG (after a warm-up run that starts the workers);
+* makespan / critical path of the 1k DAG: the median of ``--runs`` runs (default 5) after a
+  warm-up run that starts the workers, with the CPU time the driver and the actors used
+  per attempt;
 * per-task executor overhead: a chain of zero-duration tasks (each needs the one before)
   on Ray minus the same chain on the local executor, divided by its length: the latency
   one attempt adds by going through Ray (submit, serialise, run on the worker, return).
@@ -26,6 +28,7 @@ import argparse
 import gc
 import importlib.util
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -91,22 +94,57 @@ def chain(n: int) -> Any:
     return wf.build()
 
 
-async def timed(kernel: Any, spec: Any) -> float:
+async def timed(kernel: Any, spec: Any, pids: list[int] | None = None) -> float:
+    """Wall time of one run; with ``pids``, also adds the CPU time of this process and of
+    those processes during the run to ``CPU["driver"]`` and ``CPU["actors"]``."""
     gc.collect()
+    actors = [cpu_seconds(pid) or 0.0 for pid in pids or []]
+    cpu = time.process_time()
     start = time.perf_counter()
     result = await run_workflow(kernel, spec)
     wall = time.perf_counter() - start
+    if pids is not None:
+        CPU["driver"] += time.process_time() - cpu
+        CPU["actors"] += sum((cpu_seconds(pid) or 0.0) - before for pid, before in zip(pids, actors, strict=True))
     assert result.ok, result.run.error
     return wall
 
 
-async def bench_mode(mode: str, seed: int, chain_len: int) -> tuple[float, float, float, float]:
+CPU = {"driver": 0.0, "actors": 0.0}
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far (Linux), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def actor_pids(kernel: Any) -> list[int]:
+    """The pool's actor processes (actors mode), for their CPU time."""
+    actors = getattr(kernel.executor, "_actors", [])
+    return [await actor.pid.remote() for actor in actors]
+
+
+async def bench_mode(mode: str, seed: int, chain_len: int, runs: int) -> tuple[float, float, float, float, str]:
     dag = load_dag_module()
     spec, _ = dag.layered_dag(20, 50, seed)
     kernel = load_kernel(config("ray", mode))
     _, critical, _, _ = critical_path(check_workflow(spec, kernel))
     cold = await timed(kernel, spec)  # starts the workers, builds their kernels
-    makespan = await timed(kernel, spec)
+    pids = await actor_pids(kernel)
+    CPU.update(driver=0.0, actors=0.0)
+    walls = [await timed(kernel, spec, pids) for _ in range(runs)]
+    makespan = statistics.median(walls)
+    attempts = runs * len(spec.tasks)
+    ratios = ", ".join(f"{wall / critical:.3f}" for wall in walls)
+    cpu = f"driver {CPU['driver'] / attempts * 1e3:.2f} ms"
+    if pids:
+        cpu += f", actors {CPU['actors'] / attempts * 1e3:.2f} ms"
+    detail = f"warm runs {ratios}; CPU per attempt: {cpu}"
     local = load_kernel(config("local", mode))
     await timed(local, chain(chain_len))  # warm-up
     local_wall = await timed(local, chain(chain_len))
@@ -114,10 +152,10 @@ async def bench_mode(mode: str, seed: int, chain_len: int) -> tuple[float, float
     ray_wall = await timed(kernel, chain(chain_len))
     await kernel.aclose()  # the actors; the cluster is shut down at the end
     overhead_ms = (ray_wall - local_wall) / chain_len * 1e3
-    return makespan / critical, overhead_ms, cold / critical, critical
+    return makespan / critical, overhead_ms, cold / critical, critical, detail
 
 
-async def main(seed: int, modes: list[str], cpus: int, chain_len: int) -> None:
+async def main(seed: int, modes: list[str], cpus: int, chain_len: int, runs: int) -> None:
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # read by Ray at import: stay on 127.0.0.1
     import ray
 
@@ -137,12 +175,13 @@ async def main(seed: int, modes: list[str], cpus: int, chain_len: int) -> None:
     try:
         with register_plugin(dag.BenchPlugin(), "bench"):
             for mode in modes:
-                ratio, overhead_ms, cold_ratio, critical = await bench_mode(mode, seed, chain_len)
+                ratio, overhead_ms, cold_ratio, critical, detail = await bench_mode(mode, seed, chain_len, runs)
                 results[mode] = (ratio, overhead_ms)
                 print(
-                    f"mode {mode:6}: dag 1k (20 x 50) ratio {ratio:.3f} (critical path {critical:.3f} s; "
-                    f"first, cold run {cold_ratio:.3f}), overhead {overhead_ms:.2f} ms per task "
-                    f"({chain_len}-task chain vs the local executor)"
+                    f"mode {mode:6}: dag 1k (20 x 50) ratio {ratio:.3f}, median of {runs} (critical path "
+                    f"{critical:.3f} s; first, cold run {cold_ratio:.3f}; {detail}), overhead {overhead_ms:.2f} ms "
+                    f"per task ({chain_len}-task chain vs the local executor)",
+                    flush=True,
                 )
     finally:
         ray.shutdown()
@@ -157,7 +196,8 @@ if __name__ == "__main__":
     parser.add_argument("--cpus", type=int, default=64, help="Logical CPUs of the local Ray cluster.")
     parser.add_argument("--actors", type=int, default=ACTORS, help="Actors in the pool (mode actors).")
     parser.add_argument("--chain", type=int, default=200, help="Length of the zero-duration chain.")
+    parser.add_argument("--runs", type=int, default=5, help="Warm runs of the DAG (the ratio is their median).")
     args = parser.parse_args()
     ACTORS = args.actors
     modes = ["actors", "tasks"] if args.mode == "both" else [args.mode]
-    anyio.run(main, args.seed, modes, args.cpus, args.chain)
+    anyio.run(main, args.seed, modes, args.cpus, args.chain, args.runs)
