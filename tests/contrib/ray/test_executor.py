@@ -315,3 +315,35 @@ async def test_an_interrupted_run_resumes_with_the_ray_executor(tmp_path: Path) 
 
 async def _collect(results: list[WorkflowResult], coro: Any) -> None:
     results.append(await coro)
+
+
+class Unreadable:
+    """Stands in for the config's object reference: any use of it fails the test."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"the worker read the config reference ({name}) although it had the kernel")
+
+
+async def test_a_ray_task_reads_the_config_by_reference_only_to_build_its_kernel() -> None:
+    import ray
+    from taskloom.workflow.executor import TaskSpec
+    from taskloom.workflow.spec import AgentSpec
+    from taskloom_ray import worker
+
+    data = worker.worker_config(config(), None)
+    key = f"test-by-reference-{os.getpid()}"
+    spec = TaskSpec(run_id="r1", task_id="t1", agent=AgentSpec(name="a", model="s"), prompt="hi").model_dump(
+        mode="json"
+    )
+    try:
+        # No kernel for the key in this process yet: the reference is read, the kernel built.
+        first = await anyio.to_thread.run_sync(worker.run_task, key, [ray.put(data)], spec)
+        assert first["ok"] and first["output"] == "<hi>", first
+        assert key in worker._kernels
+        # The kernel is there: the next task's reference is never read.
+        again = await anyio.to_thread.run_sync(worker.run_task, key, [Unreadable()], spec)
+        assert again["ok"] and again["output"] == "<hi>", again
+    finally:
+        kernel = worker._kernels.pop(key, None)
+        if kernel is not None:
+            await kernel.aclose()

@@ -1,9 +1,9 @@
 """The driver side: submits each attempt's :class:`TaskSpec` to Ray and awaits its outcome.
 
 The scheduler (retries, timeouts, checkpoints, compensation) stays in the driver. An
-attempt crosses to Ray as plain data (the spec as JSON, plus the driver's configuration:
-given to each actor once, or sent inline with each Ray task, which Ray does cheaply for
-small arguments) and comes back as a :class:`TaskOutcome` dict.
+attempt crosses to Ray as plain data (the spec as JSON; the driver's configuration is
+given to each actor once, and put in Ray's object store once for the Ray tasks, which
+carry only its reference) and comes back as a :class:`TaskOutcome` dict.
 
 In ``actors`` mode the attempts that become ready in one turn of the event loop go to an
 actor as one call (``exchange``), and the actor answers each call as soon as at least one
@@ -84,6 +84,7 @@ class RayExecutor:
         self._start_lock: anyio.Lock | None = None
         self._limit: anyio.Semaphore | None = None
         self._remote: Any = None  # the ray.remote task function
+        self._config_ref: Any = None  # tasks: the worker config in Ray's object store, put once
         self._options: dict[tuple[tuple[str, int], ...], Any] = {}
         self._actors: list[Any] = []
         # Actors mode, per actor: attempts in flight, the instance Ray runs now (None while
@@ -175,6 +176,9 @@ class RayExecutor:
         # Tasks mode runs every attempt as a Ray task; actors mode too, for the attempts of
         # tasks that need mapped resources (an actor call cannot take resources of its own).
         self._remote = ray.remote(max_retries=0, **extra)(worker.run_task)
+        # Put once; each task carries only the reference, inside a list so that Ray does
+        # not fetch the value for every task: a worker reads it only to build its kernel.
+        self._config_ref = ray.put(self._config_data)
         if cfg.mode == "actors":
             actor_class = ray.remote(worker.KernelActor).options(
                 max_restarts=-1,
@@ -224,7 +228,7 @@ class RayExecutor:
         remote = self._options.get(signature)
         if remote is None:
             remote = self._options[signature] = self._remote.options(**self.config.task_options(dict(signature)))
-        return remote.remote(self._config_key, self._config_data, spec.model_dump(mode="json"))
+        return remote.remote(self._config_key, [self._config_ref], spec.model_dump(mode="json"))
 
     # ------------------------------------------------------------------ one attempt
 
@@ -441,7 +445,7 @@ class RayExecutor:
                 log.debug("taskloom-ray: ray.kill failed: %s", exc)
         self._actors, self._load, self._instance, self._options = [], [], [], {}
         self._waiting, self._outgoing, self._calls = [], [], []
-        self._remote = None
+        self._remote = self._config_ref = None
         if self._owns_cluster and ray.is_initialized():
             ray.shutdown()
         self._owns_cluster = False

@@ -6,7 +6,8 @@ event loop the process keeps in a background thread, so providers' connections s
 between tasks). In ``actors`` mode :class:`KernelActor` is an async Ray actor: attempts
 arrive in batches and run concurrently on the actor's own event loop.
 
-Nothing here imports Ray: the driver wraps these with ``ray.remote`` when it starts.
+Nothing here imports Ray when the module loads: the driver wraps these with ``ray.remote``
+when it starts.
 """
 
 from __future__ import annotations
@@ -87,8 +88,19 @@ def _background_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
-def run_task(key: str, config: dict[str, Any], spec_data: dict[str, Any]) -> dict[str, Any]:
-    """The Ray task of ``tasks`` mode (wrapped with ``ray.remote(max_retries=0)``)."""
+def run_task(key: str, config: dict[str, Any] | list[Any], spec_data: dict[str, Any]) -> dict[str, Any]:
+    """The Ray task of ``tasks`` mode (wrapped with ``ray.remote(max_retries=0)``).
+
+    ``config`` is the worker configuration, or a one-item list with its Ray object
+    reference (put once by the driver): it is fetched only when this process has no kernel
+    for ``key`` yet, so the tasks after the first carry a reference and nothing else."""
+    if isinstance(config, list):
+        if key in _kernels:
+            config = {}  # not needed: the kernel is built
+        else:
+            import ray
+
+            config = ray.get(config[0])
     future = asyncio.run_coroutine_threadsafe(run_attempt(key, config, spec_data), _background_loop())
     try:
         return future.result()
