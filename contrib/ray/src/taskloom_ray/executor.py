@@ -66,9 +66,10 @@ log = logging.getLogger(__name__)
 # Ray calls one actor runs at once: the driver's long poll, a few batches, a cancel, a ping.
 _ACTOR_CALLS = 16
 
-# Turns of the event loop a new attempt waits for others to join its batch. Each Ray call
-# costs the driver and the actor about 1 ms of CPU apiece on a 2-core machine, so fewer,
-# fuller calls leave more CPU to everything else; a turn costs microseconds.
+# Turns of the event loop a new attempt (or the poll that follows an answer) waits for
+# others to join its call. Each Ray call costs the driver and the actor about 1 ms of CPU
+# apiece on a 2-core machine, so fewer, fuller calls leave more CPU to everything else; a
+# turn costs microseconds.
 _FLUSH_TICKS = 4
 
 
@@ -353,8 +354,10 @@ class RayExecutor:
             if future is not None and not future.done():
                 future.set_result((status, payload))
         if waiting and not self._calls[index] and not self._flush_pending:
-            self._flush_pending = True  # attempts still run there: keep a poll waiting
-            asyncio.get_running_loop().call_soon(self._flush)
+            # Attempts still run there: keep a poll waiting. It waits the same turns, so
+            # the dependants of this answer's outcomes go with it, not in a call of their own.
+            self._flush_pending = True
+            asyncio.get_running_loop().call_soon(self._flush_later, _FLUSH_TICKS)
 
     def _abandon(self, index: int, key: int) -> None:
         self._waiting[index].pop(key, None)
