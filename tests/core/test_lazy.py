@@ -31,3 +31,10 @@ def test_an_executor_plugin_does_not_pull_in_the_workflow_runner() -> None:
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_the_local_executor_is_importable_from_its_plugin_module() -> None:
+    from taskloom.builtin import local_executor
+    from taskloom.builtin.local_runner import LocalExecutor
+
+    assert local_executor.LocalExecutor is LocalExecutor

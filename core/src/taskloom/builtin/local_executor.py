@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from .local_runner import LocalExecutor
 
-__getattr__ = lazy_getattr(__name__, {"LocalExecutor": ".local_runner"})
+__getattr__ = lazy_getattr(__name__, {"LocalExecutor": "taskloom.builtin.local_runner"})
 
 
 def _local_executor(settings: Settings) -> Any:
