@@ -216,3 +216,13 @@ def test_old_entries_are_pruned(setup: Setup) -> None:
     assert len(kept) == 64
     assert "stale00.json" not in kept and "stale69.json" in kept
     assert any(not name.startswith("stale") for name in kept)
+
+
+def test_a_config_broken_after_a_listing_is_still_reported(setup: Setup) -> None:
+    (setup.work / "taskloom.toml").write_text('[taskloom]\ndisable = ["index-probe"]\n')
+    assert setup.probe()["status"] == "disabled"
+    (setup.work / "taskloom.toml").write_text("[taskloom\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "taskloom", "plugins"], cwd=setup.work, env=setup.env, capture_output=True, text=True
+    )
+    assert done.returncode == 2 and "invalid TOML" in done.stderr and done.stdout == ""
