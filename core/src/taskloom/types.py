@@ -12,7 +12,7 @@ import copy
 import functools
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from decimal import Decimal
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
@@ -298,6 +298,21 @@ class Usage(_Model):
             reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
         )
 
+    @classmethod
+    def sum(cls, usages: Iterable[Usage]) -> Usage:
+        """``Usage() + u1 + u2 + ...`` in plain ints, without a model for every step."""
+        i = o = c = r = 0
+        seen = False
+        for u in usages:
+            seen = True
+            i += u.input_tokens
+            o += u.output_tokens
+            c += u.cached_input_tokens
+            r += u.reasoning_tokens
+        if not seen:
+            return cls()
+        return build(cls, input_tokens=i, output_tokens=o, cached_input_tokens=c, reasoning_tokens=r)
+
 
 ZERO = Decimal(0)
 
@@ -329,6 +344,27 @@ class Cost(_Model):
             tools=self.tools + other.tools,
             priced=self.priced and other.priced,
             source=self.source if self.source == other.source else None,
+        )
+
+    @classmethod
+    def sum(cls, costs: Iterable[Cost]) -> Cost:
+        """``Cost() + c1 + c2 + ...``: the Decimals added in the same order, without a model
+        for every step (the chain starts from ``Cost()``, whose source is None, so the sum
+        has none either)."""
+        total = inp = out = cached = tools = ZERO
+        priced, seen = True, False
+        for c in costs:
+            seen = True
+            total += c.total
+            inp += c.input
+            out += c.output
+            cached += c.cached_input
+            tools += c.tools
+            priced = priced and c.priced
+        if not seen:
+            return cls()
+        return build(
+            cls, total=total, input=inp, output=out, cached_input=cached, tools=tools, priced=priced, source=None
         )
 
 

@@ -257,9 +257,9 @@ async def test_usage_totals_and_events(make_kernel: Any, wf_plugin: WfTestPlugin
 
 
 def test_run_cost_equals_the_chain_of_additions() -> None:
-    # The run's cost is summed as plain Decimals; it must equal, value for value and digit
-    # for digit, what adding the records one after another gives, with the shared zero
-    # records left out (adding Decimal(0) would change 5E+1 into 50).
+    # The run's cost is summed as plain Decimals (Cost.sum); it must equal, value for value
+    # and digit for digit, what adding the records one after another gives, with the shared
+    # zero records left out (adding Decimal(0) would change 5E+1 into 50).
     from decimal import Decimal
 
     from taskloom.records import TaskRecord
@@ -279,16 +279,30 @@ def test_run_cost_equals_the_chain_of_additions() -> None:
     for r in records:
         if r.cost is not runner._NO_COST:
             cost = cost + r.cost
-    got = runner._sum_costs(records)
+    got = Cost.sum([r.cost for r in records if r.cost is not runner._NO_COST])
     assert got == cost and got.model_fields_set == cost.model_fields_set
     assert [str(v) for v in got.__dict__.values()] == [str(v) for v in cost.__dict__.values()]
     assert got.priced is False and got.source is None
-    empty = runner._sum_costs([rec(runner._NO_COST)])  # nothing to add: Cost(), as before
+    empty = Cost.sum([])  # nothing to add: Cost(), as before
     assert empty == Cost() and empty.model_fields_set == set()
 
 
+def test_usage_sum_equals_the_chain_of_additions() -> None:
+    from taskloom.types import Usage
+
+    usages = [Usage(input_tokens=3, output_tokens=4), Usage(cached_input_tokens=2, reasoning_tokens=7), Usage()]
+    chain = Usage()
+    for u in usages:
+        chain = chain + u
+    got = Usage.sum(usages)
+    assert got == chain and got.model_fields_set == chain.model_fields_set
+    assert (got.input_tokens, got.output_tokens, got.cached_input_tokens, got.reasoning_tokens) == (3, 4, 2, 7)
+    empty = Usage.sum([])
+    assert empty == Usage() and empty.model_fields_set == set()
+
+
 async def test_run_usage_counts_every_attempt_and_compensation(make_kernel: Any) -> None:
-    # The run's usage is kept as running totals; it must equal the sum over the task records
+    # The run's usage must equal the sum over the task records
     # (a retried task's record holds the usage of both attempts) and the compensations.
     models = {
         # The first answer is a tool call: with one turn allowed the attempt stops at

@@ -45,7 +45,7 @@ import anyio
 from ..agent import Budget
 from ..errors import ConfigError
 from ..records import RunRecord, RunStatus, TaskRecord
-from ..types import ZERO, Action, Cost, Event, RequestMeta, Usage, assign, build
+from ..types import Action, Cost, Event, RequestMeta, Usage, assign, build
 from . import templates
 from .checks import Graph, check_workflow
 from .executor import TaskOutcome, TaskSpec
@@ -159,13 +159,6 @@ class _Engine:
         self.stop_reason: str | None = None
         self.failures: list[str] = []
         self.compensations: list[TaskRecord] = []
-        # Running totals over the records of the run (``records`` and ``compensations``):
-        # the tokens of their usage (ints: exact in any order), and how many have usage or
-        # cost of their own (not the shared zeros), so that the run's totals need no pass
-        # over every record at the end.
-        self.tokens = [0, 0, 0, 0]
-        self.metered = 0
-        self.costed = 0
         self.store_error: str | None = None
         self.tg: Any = None
         # Workers: jobs ready to run, events of idle workers, workers woken or spawned that
@@ -188,7 +181,6 @@ class _Engine:
                 if record is not None and record.state == "succeeded":
                     state[i] = "succeeded"
                     self.records[i] = record
-                    self._track(record, 1)
                     self.outputs[tid] = record.output
             self.remaining = [sum(1 for d in deps if state[d] != "succeeded") for deps in g.deps]
         else:  # a new run: nothing is done yet
@@ -254,15 +246,10 @@ class _Engine:
                 tasks[tid] = record
         else:
             tasks = dict(zip(ids, records, strict=True))  # type: ignore[arg-type]  # (no None in records)
-        # The sum ``Usage() + r.usage + ...`` over the records with usage of their own: the
-        # running token totals. The cost is summed here, in record order (Decimal sums).
-        t = self.tokens
-        usage = (
-            build(Usage, input_tokens=t[0], output_tokens=t[1], cached_input_tokens=t[2], reasoning_tokens=t[3])
-            if self.metered
-            else Usage()
-        )
-        cost = _sum_costs([*tasks.values(), *self.compensations]) if self.costed else Cost()
+        # Summed in record order; the shared zeros add nothing.
+        every = [*tasks.values(), *self.compensations]
+        usage = Usage.sum([r.usage for r in every if r.usage is not _NO_USAGE])
+        cost = Cost.sum([r.cost for r in every if r.cost is not _NO_COST])
         run.status = status
         run.finished_at = time.time()
         run.usage, run.cost = usage, cost
@@ -439,21 +426,6 @@ class _Engine:
             usage=prev.usage if prev else _NO_USAGE, cost=prev.cost if prev else _NO_COST, compensation_of=compensation_of,
         )  # fmt: skip
 
-    def _track(self, record: TaskRecord, sign: int) -> None:
-        """Count ``record`` in (``sign`` 1) or out (-1) of the running totals."""
-        if record.usage is not _NO_USAGE:
-            self.metered += sign
-            self._add_tokens(record.usage, sign)
-        if record.cost is not _NO_COST:
-            self.costed += sign
-
-    def _add_tokens(self, usage: Usage, sign: int) -> None:
-        t = self.tokens
-        t[0] += sign * usage.input_tokens
-        t[1] += sign * usage.output_tokens
-        t[2] += sign * usage.cached_input_tokens
-        t[3] += sign * usage.reasoning_tokens
-
     async def _run_task(self, i: int) -> None:
         g = self.graph
         task, tid = g.tasks[i], g.ids[i]
@@ -467,7 +439,6 @@ class _Engine:
                     return
             self.state[i] = "running"
             record = self.records[i] = self._record(task, tid)
-            self._track(record, 1)
             try:
                 prompt = task.prompt  # a literal prompt needs no context
                 if not templates.is_literal(prompt):
@@ -481,7 +452,6 @@ class _Engine:
             if not await self._save(record):
                 self.state[i] = "pending"  # it never started; resume runs it
                 self.records[i] = None
-                self._track(record, -1)
                 return
             if self.emitting:  # the payload is built only for sinks
                 self._emit("task.start", record, {"attempt": record.attempts + 1})
@@ -526,15 +496,8 @@ class _Engine:
             used = outcome.usage
             if used.input_tokens or used.output_tokens:
                 # Zero plus the outcome's usage is that usage: share it (int fields, exact).
-                if record.usage is _NO_USAGE:
-                    assign(record, usage=used)
-                    self.metered += 1
-                else:
-                    assign(record, usage=record.usage + used)
-                self._add_tokens(used, 1)
+                assign(record, usage=used if record.usage is _NO_USAGE else record.usage + used)
             if outcome.cost.total or not outcome.cost.priced:
-                if record.cost is _NO_COST:
-                    self.costed += 1
                 record.cost = record.cost + outcome.cost
             if budget is not None and not outcome.charged:
                 budget.charge(outcome.usage, outcome.cost)
@@ -605,7 +568,6 @@ class _Engine:
     async def _fail_unstarted(self, i: int, error: str) -> None:
         g = self.graph
         record = self.records[i] = self._record(g.tasks[i], g.ids[i])
-        self._track(record, 1)
         await self._failed(i, record, error)
 
     async def _interrupted(self, i: int, record: TaskRecord, reason: str) -> None:
@@ -641,7 +603,6 @@ class _Engine:
             task = self.spec.task(comp_id)
             record = self._record(task, f"{comp_id}@{original.task_id}", compensation_of=original.task_id)
             self.compensations.append(record)
-            self._track(record, 1)
             context = {"inputs": self.inputs, "outputs": {original.task_id: original.output}}
             self._emit("task.compensate", record, {"of": original.task_id, "task": comp_id})
             try:
@@ -678,25 +639,6 @@ class _Engine:
                 kind=kind, time=time.time(), run_id=self.run.id, task_id=record.task_id if record else None,
                 agent=record.agent if record else None, data=data,
             ))  # fmt: skip
-
-
-def _sum_costs(records: list[TaskRecord]) -> Cost:
-    """The sum ``Cost() + r.cost + ...`` over ``records`` in order (the shared zero left out),
-    as Decimals added in the same order, without a record for each step."""
-    costs = [r.cost for r in records if r.cost is not _NO_COST]
-    if not costs:
-        return Cost()
-    total = inp = out = cached = tools = ZERO
-    priced = True
-    for c in costs:
-        total += c.total
-        inp += c.input
-        out += c.output
-        cached += c.cached_input
-        tools += c.tools
-        priced = priced and c.priced
-    # The chain starts from Cost(), whose source is None: the sum's source stays None.
-    return build(Cost, total=total, input=inp, output=out, cached_input=cached, tools=tools, priced=priced, source=None)
 
 
 def _describe(exc: BaseException) -> str:
