@@ -196,9 +196,8 @@ class _Engine:
                     outer.start_soon(self._watch_signals)
                 async with anyio.create_task_group() as tg:
                     self.tg = tg
-                    remaining = self.remaining
-                    for i in [i for i, n in enumerate(remaining) if n == 0]:
-                        if state[i] == "pending" and remaining[i] == 0:
+                    for i, n in enumerate(self.remaining):
+                        if n == 0 and state[i] == "pending":
                             self._make_ready(i)
                     self._supply(0)
                 outer.cancel_scope.cancel()
