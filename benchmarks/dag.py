@@ -42,6 +42,7 @@ from typing import Any
 
 import anyio
 from taskloom import hookimpl, load_kernel
+from taskloom.eventloop import run
 from taskloom.testing import ScriptedProvider, Step, register_plugin
 from taskloom.types import ModelRequest, ModelResponse
 from taskloom.workflow import TaskOutcome, TaskSpec, Workflow, check_workflow, run_workflow
@@ -213,4 +214,4 @@ if __name__ == "__main__":
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="Fewer repetitions (same DAG sizes).")
     args = parser.parse_args()
-    anyio.run(main, args.seed, args.quick)
+    run(main, args.seed, args.quick)

@@ -39,8 +39,8 @@ from typing import Any
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-import anyio  # noqa: E402
 from taskloom import load_kernel  # noqa: E402
+from taskloom.eventloop import run  # noqa: E402
 from taskloom.testing import register_plugin  # noqa: E402
 from taskloom.workflow import Workflow, check_workflow, run_workflow  # noqa: E402
 from taskloom.workflow.planner import critical_path  # noqa: E402
@@ -200,4 +200,4 @@ if __name__ == "__main__":
     args = parser.parse_args()
     ACTORS = args.actors
     modes = ["actors", "tasks"] if args.mode == "both" else [args.mode]
-    anyio.run(main, args.seed, modes, args.cpus, args.chain, args.runs)
+    run(main, args.seed, modes, args.cpus, args.chain, args.runs)

@@ -94,7 +94,7 @@ def get_kernel(ctx: click.Context) -> Any:
 
 def run_async(ctx: click.Context, fn: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
     """Run ``fn(kernel)`` on an event loop and close the kernel's components after."""
-    import anyio
+    from taskloom.eventloop import run
 
     kernel = get_kernel(ctx)
 
@@ -104,7 +104,7 @@ def run_async(ctx: click.Context, fn: Callable[[Any], Coroutine[Any, Any, T]]) -
         finally:
             await kernel.aclose()
 
-    return anyio.run(main)
+    return run(main)
 
 
 def echo_json(value: Any) -> None:

@@ -19,6 +19,8 @@ import uuid
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from taskloom.eventloop import new_event_loop
+
 if TYPE_CHECKING:
     from taskloom.kernel import Kernel
 
@@ -82,7 +84,7 @@ def _background_loop() -> asyncio.AbstractEventLoop:
     global _loop
     with _loop_lock:
         if _loop is None or _loop.is_closed():
-            loop = asyncio.new_event_loop()
+            loop = new_event_loop()  # timers as precise as the driver's
             threading.Thread(target=loop.run_forever, name="taskloom-ray-loop", daemon=True).start()
             _loop = loop
         return _loop
