@@ -68,3 +68,27 @@ async def test_checkpoints_come_back_equal_field_for_field() -> None:
         assert back.usage.model_fields_set == record.usage.model_fields_set
         assert str(back.cost.total) == str(record.cost.total)
     assert got["b"].output == ("not", "json") and got["b"].model_fields_set == {"run_id", "task_id", "output"}
+
+
+@pytest.mark.anyio
+async def test_a_run_update_keeps_the_spec_pickled_at_creation_and_takes_a_new_one() -> None:
+    import pickle
+
+    from taskloom.records import RunRecord
+
+    store = MemoryStore()
+    spec = {"workflow": {"name": "w"}, "tasks": [{"id": "a"}]}
+    run = RunRecord(id="r", workflow="w", started_at=1.0, spec=spec, inputs={"n": 1})
+    await store.create_run(run)
+    blob = store._runs["r"][1]["spec"]
+    run.status = "succeeded"
+    await store.update_run(run)
+    assert store._runs["r"][1]["spec"] is blob  # the same spec object: its pickle is kept
+    assert pickle.loads(blob) == spec
+    got = await store.get_run("r")
+    assert got is not None and got.status == "succeeded" and got.spec == spec and got.spec is not spec
+    run.spec = {"workflow": {"name": "w"}, "tasks": [{"id": "a"}, {"id": "b"}]}
+    run.inputs = {"n": 2}
+    await store.update_run(run)
+    got = await store.get_run("r")
+    assert got is not None and [t["id"] for t in got.spec["tasks"]] == ["a", "b"] and got.inputs == {"n": 2}

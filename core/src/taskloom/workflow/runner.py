@@ -236,7 +236,8 @@ class _Engine:
         run = self.run
         ids, records = self.graph.ids, self.records
         tasks: dict[str, TaskRecord]
-        if None in records:
+        # (``None in records`` would compare every record to None with pydantic's __eq__)
+        if any(record is None for record in records):
             tasks = {}
             for i, tid in enumerate(ids):
                 record = records[i]
