@@ -93,6 +93,19 @@ async def test_tool_round_trip() -> None:
     assert [(c.name, c.arguments, c.error) for c in recorded] == [("add", {"a": 2, "b": 40}, None)]
 
 
+async def test_usage_is_the_one_calls_usage_or_the_sum_of_every_call() -> None:
+    kernel = make_kernel()
+    kernel.provider("fake").add_text("hello")
+    one = await run_agent(kernel, Agent(), "hi")
+    (call,) = kernel.store.calls
+    assert one.usage is call.usage and one.usage.total_tokens > 0  # shared with the ledger, not a copy
+    kernel.provider("fake").add_tool_call("add", {"a": 1, "b": 2}).add_text("3")
+    two = await run_agent(kernel, Agent(tools=["add"]), "add 1 and 2")
+    first, second = kernel.store.calls[1:]
+    assert two.usage == first.usage + second.usage
+    assert two.usage is not first.usage and two.usage is not second.usage
+
+
 async def test_tool_calls_run_concurrently_and_keep_order() -> None:
     kernel = make_kernel()
     p = kernel.provider("fake")

@@ -553,3 +553,42 @@ def test_build_equals_the_validated_model() -> None:
         build(Usage, colour="red")
     with pytest.raises(TypeError, match="required field 'request_hash' is missing"):
         build(CallRecord, alias="a", model="m", provider="p")
+
+
+def test_models_built_with_every_field_share_a_fields_set_nothing_can_corrupt() -> None:
+    import copy
+    import pickle
+
+    from taskloom.types import Usage, assign, build, replace
+
+    one = build(Usage, input_tokens=1, output_tokens=2, cached_input_tokens=0, reasoning_tokens=0)
+    two = build(Usage, input_tokens=3, output_tokens=4, cached_input_tokens=0, reasoning_tokens=0)
+    every = {"input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens"}
+    assert one.model_fields_set is two.model_fields_set == every
+    partial = build(Usage, input_tokens=5)
+    assert partial.model_fields_set == {"input_tokens"} and partial.model_fields_set is not one.model_fields_set
+    # assignment (pydantic's and assign) adds names that are there already: nothing changes
+    one.output_tokens = 7
+    assign(two, input_tokens=9)
+    assert (one.output_tokens, two.input_tokens) == (7, 9) and one.model_fields_set == every
+    assert one.model_dump(exclude_unset=True) == {
+        "input_tokens": 1, "output_tokens": 7, "cached_input_tokens": 0, "reasoning_tokens": 0
+    }  # fmt: skip
+    # what would change the shared set for every instance raises, saying what to do
+    for change in (
+        lambda s: s.discard("input_tokens"),
+        lambda s: s.clear(),
+        lambda s: s.add("colour"),
+        lambda s: s.update({"colour"}),
+        lambda s: s.difference_update({"input_tokens"}),
+        lambda s: s.__ior__({"colour"}),
+    ):
+        with pytest.raises(TypeError, match="shared"):
+            change(one.model_fields_set)
+    assert one.model_fields_set == every
+    # copies are their own
+    for dup in (one.model_copy(), copy.deepcopy(one), pickle.loads(pickle.dumps(one)), replace(one, input_tokens=2)):
+        assert dup.model_fields_set == every and dup.model_fields_set is not one.model_fields_set
+    copied = set(one.model_fields_set)
+    copied.discard("input_tokens")
+    assert one.model_fields_set == every

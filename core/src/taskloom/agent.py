@@ -167,6 +167,8 @@ class _Run:
         self.input_tokens = self.output_tokens = self.cached_input_tokens = self.reasoning_tokens = 0
         self.cost_total = self.cost_input = self.cost_output = self.cost_cached_input = self.cost_tools = ZERO
         self.priced = True
+        self.only_usage: Usage | None = None  # the usage of the run's one call, while it has one
+        self.calls = 0
         self.turns = 0
         self.requests = 0
         self.tool_log: list[ToolCallLog] = []
@@ -187,6 +189,8 @@ class _Run:
 
     @property
     def usage(self) -> Usage:
+        if self.calls == 1 and self.only_usage is not None:
+            return self.only_usage  # the total of one call is its usage: shared, not rebuilt
         return build(
             Usage,
             input_tokens=self.input_tokens,
@@ -211,6 +215,8 @@ class _Run:
     def add(self, usage: Usage, cost: Cost | None) -> None:
         """Count one model call's usage and cost (the sum ``Usage + Usage`` and
         ``Cost + Cost`` would make, without the records)."""
+        self.calls += 1
+        self.only_usage = usage if self.calls == 1 else None
         self.input_tokens += usage.input_tokens
         self.output_tokens += usage.output_tokens
         self.cached_input_tokens += usage.cached_input_tokens

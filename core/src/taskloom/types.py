@@ -29,7 +29,34 @@ class _Model(BaseModel):
 
 M = TypeVar("M", bound=BaseModel)
 _FACTORY = object()
-_Blueprint = tuple[dict[str, Any], int, tuple[tuple[str, Callable[[], Any]], ...], bool]
+
+
+class _EveryField(set[str]):
+    """The fields-set that every instance :func:`build` makes with all of its class's fields
+    given shares (one per class). Nothing can be added that is not in it already: pydantic
+    adds a field's name on assignment, a no-op here; anything that would change it raises.
+    A 10,000-task run keeps some 50,000 fewer objects for the garbage collector to walk."""
+
+    __slots__ = ()
+
+    def add(self, name: str) -> None:
+        if name not in self:
+            raise TypeError(f"{name!r} is not a field; this fields-set is shared: copy it to change it")
+
+    def update(self, *others: Iterable[str]) -> None:
+        for other in others:
+            for name in other:
+                self.add(name)
+
+    def _shared(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("this fields-set is shared by every instance built with all fields: copy it to change it")
+
+    discard = remove = pop = clear = _shared
+    difference_update = intersection_update = symmetric_difference_update = _shared
+    __iand__ = __ior__ = __isub__ = __ixor__ = _shared
+
+
+_Blueprint = tuple[dict[str, Any], int, tuple[tuple[str, Callable[[], Any]], ...], bool, _EveryField]
 _BLUEPRINTS: dict[type[BaseModel], _Blueprint] = {}
 # BaseModel's own slots, set through their descriptors (no attribute lookup by name).
 _set_dict = BaseModel.__dict__["__dict__"].__set__
@@ -61,7 +88,13 @@ def _blueprint(cls: type[BaseModel]) -> _Blueprint:
                 defaults[name] = default
     if cls.__new__ is not object.__new__:
         raise TypeError(f"build({cls.__name__}): a model with its own __new__ is built with its constructor")
-    blueprint = (defaults, len(defaults), tuple(factories), cls.model_config.get("extra") == "allow")
+    blueprint = (
+        defaults,
+        len(defaults),
+        tuple(factories),
+        cls.model_config.get("extra") == "allow",
+        _EveryField(defaults),
+    )
     _BLUEPRINTS[cls] = blueprint
     return blueprint
 
@@ -84,23 +117,26 @@ def build(cls: type[M], /, **values: Any) -> M:
     from the kernel's own arithmetic. Anything that comes from a user, a plugin or the
     network goes through the normal constructor. Missing fields take their defaults
     (factories run per instance). pydantic's own ``model_construct`` does the same job
-    but costs more than validating these small models, hence this.
+    but costs more than validating these small models, hence this. Instances built with
+    every field given share their class's fields-set (see :class:`_EveryField`).
     """
     try:
-        defaults, size, factories, extra = _BLUEPRINTS[cls]
+        defaults, size, factories, extra, every = _BLUEPRINTS[cls]
     except KeyError:
-        defaults, size, factories, extra = _blueprint(cls)
+        defaults, size, factories, extra, every = _blueprint(cls)
     data = {**defaults, **values}
     if len(data) != size:
         unknown = ", ".join(sorted(set(values) - set(defaults)))
         raise TypeError(f"build({cls.__name__}): no field named {unknown}")
-    if factories and len(values) < size:  # (every field given: no factory to run)
+    obj = _new(cls)
+    if len(values) < size:
         for name, factory in factories:
             if data[name] is _FACTORY:
                 data[name] = factory()
-    obj = _new(cls)
+        _set_fields_set(obj, set(values))
+    else:  # every field given: no factory to run, and the class's shared fields-set
+        _set_fields_set(obj, every)
     _set_dict(obj, data)
-    _set_fields_set(obj, set(values))
     _set_extra(obj, {} if extra else None)
     _set_private(obj, None)
     return obj

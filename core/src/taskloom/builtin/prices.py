@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from taskloom import hookimpl
 from taskloom.config import ModelPrice, Settings
-from taskloom.types import Cost, Usage, build
+from taskloom.types import ZERO, Cost, Usage, build
 
 NAME = "prices"
 MILLION = Decimal(1_000_000)
@@ -74,8 +74,11 @@ def compute(usage: Usage, prices: tuple[Decimal, Decimal, Decimal], source: str)
     c_in = Decimal(usage.input_tokens - cached_tokens) * inp / MILLION
     c_cached = Decimal(cached_tokens) * cached / MILLION
     c_out = Decimal(usage.output_tokens) * out / MILLION
-    # Decimals made here: built without revalidating them.
-    return build(Cost, total=c_in + c_cached + c_out, input=c_in, cached_input=c_cached, output=c_out, source=source)
+    # Decimals made here: built without revalidating them, every field given (see ``build``).
+    return build(Cost,
+        total=c_in + c_cached + c_out, input=c_in, cached_input=c_cached, output=c_out, tools=ZERO, priced=True,
+        source=source,
+    )  # fmt: skip
 
 
 class Prices:
@@ -105,6 +108,8 @@ class Prices:
         if config is not None and config.price is not None:
             return compute(usage, _triple(config.price), f"{NAME}:[models.{alias}]")
         if provider in self.free:
-            return build(Cost, source=LOCAL)
+            return build(
+                Cost, total=ZERO, input=ZERO, output=ZERO, cached_input=ZERO, tools=ZERO, priced=True, source=LOCAL
+            )
         prices = _lookup(self.table, model)
         return compute(usage, prices, NAME) if prices else None

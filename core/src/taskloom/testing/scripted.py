@@ -198,7 +198,10 @@ class ScriptedProvider:
         out = estimate(step.text)
         for call in step.tool_calls:
             out += estimate(call.raw_arguments) + 2
-        return build(Usage, input_tokens=self.count_tokens(request.messages), output_tokens=max(out, 1))
+        return build(Usage,
+            input_tokens=self.count_tokens(request.messages), output_tokens=max(out, 1), cached_input_tokens=0,
+            reasoning_tokens=0,
+        )  # fmt: skip
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         step = self._take(request)
