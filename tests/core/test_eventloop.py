@@ -99,3 +99,43 @@ def test_run_drives_anyio_code_with_sleeps_timeouts_and_subprocesses() -> None:
     assert slept >= 0.02
     assert timed_out
     assert out.strip() == b"hi"
+
+
+@linux_only
+def test_a_loop_made_elsewhere_gets_precise_timers_in_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TASKLOOM_PRECISE_TIMERS", raising=False)
+    loop = asyncio.SelectorEventLoop(selectors.EpollSelector())
+    read_fd, write_fd = os.pipe()
+    try:
+        got: list[bytes] = []
+        loop.add_reader(read_fd, lambda: got.append(os.read(read_fd, 10)))
+        assert eventloop.make_precise(loop)
+        selector = loop._selector  # type: ignore[attr-defined]
+        assert type(selector) is eventloop.PreciseEpollSelector
+        assert shortest_wait(selector, 0.0003) < 0.0009
+        os.write(write_fd, b"ok")  # the reader registered before the change still fires
+        loop.run_until_complete(asyncio.sleep(0.01))
+        assert got == [b"ok"]
+        assert eventloop.make_precise(loop)  # already precise: nothing to do, still True
+    finally:
+        loop.remove_reader(read_fd)
+        loop.close()
+        os.close(read_fd)
+        os.close(write_fd)
+
+
+def test_a_loop_that_is_not_epoll_or_turned_off_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    loop = asyncio.SelectorEventLoop(selectors.SelectSelector())
+    try:
+        assert not eventloop.make_precise(loop)
+        assert type(loop._selector) is selectors.SelectSelector  # type: ignore[attr-defined]
+    finally:
+        loop.close()
+    if sys.platform.startswith("linux"):
+        monkeypatch.setenv("TASKLOOM_PRECISE_TIMERS", "off")
+        loop = asyncio.SelectorEventLoop(selectors.EpollSelector())
+        try:
+            assert not eventloop.make_precise(loop)
+            assert type(loop._selector) is selectors.EpollSelector  # type: ignore[attr-defined]
+        finally:
+            loop.close()

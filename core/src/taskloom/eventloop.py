@@ -60,6 +60,18 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
+def make_precise(loop: asyncio.AbstractEventLoop) -> bool:
+    """Give a running stock asyncio loop precise timers, in place; False when it is not one
+    (another loop, another selector, or turned off). For loops taskloom does not create
+    itself, such as the one Ray runs an async actor on. The selector keeps its
+    registrations: only its class changes, to a subclass that adds no state."""
+    selector = getattr(loop, "_selector", None)
+    if not precise_timers_enabled() or type(selector) is not selectors.EpollSelector:
+        return type(selector) is PreciseEpollSelector
+    selector.__class__ = PreciseEpollSelector
+    return True
+
+
 def run(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
     """``anyio.run(fn, *args)`` on :func:`new_event_loop`."""
     import anyio

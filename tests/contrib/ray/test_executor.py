@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,8 @@ async def test_workflow_runs_end_to_end_on_a_pool_of_actors() -> None:
     assert isinstance(executor, RayExecutor) and len(executor._actors) == 2
     pids = {await actor.pid.remote() for actor in executor._actors}
     assert len(pids) == 2 and os.getpid() not in pids
+    if sys.platform.startswith("linux"):  # Ray made the actors' loops; taskloom gave them precise timers
+        assert [await actor.precise_timers.remote() for actor in executor._actors] == [True, True]
     await kernel.aclose()
     assert executor._actors == []
 

@@ -19,7 +19,7 @@ import uuid
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from taskloom.eventloop import new_event_loop
+from taskloom.eventloop import make_precise, new_event_loop
 
 if TYPE_CHECKING:
     from taskloom.kernel import Kernel
@@ -148,6 +148,7 @@ class KernelActor:
 
     async def hello(self) -> str:
         """This instance's id (a new one each time Ray restarts the actor)."""
+        make_precise(asyncio.get_running_loop())  # Ray made this loop: give it precise timers too
         return self.instance
 
     async def exchange(self, instance: str, batch: list[tuple[int, dict[str, Any]]]) -> list[tuple[int, str, Any]]:
@@ -211,6 +212,10 @@ class KernelActor:
 
     async def pid(self) -> int:
         return os.getpid()
+
+    async def precise_timers(self) -> bool:
+        """Whether this actor's event loop has taskloom's precise timers (see :meth:`hello`)."""
+        return make_precise(asyncio.get_running_loop())
 
 
 __all__ = ["KernelActor", "StaleActorError", "kernel_for", "run_attempt", "run_task", "worker_config"]
