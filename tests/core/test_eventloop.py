@@ -124,18 +124,18 @@ def test_a_loop_made_elsewhere_gets_precise_timers_in_place(monkeypatch: pytest.
         os.close(write_fd)
 
 
-def test_a_loop_that_is_not_epoll_or_turned_off_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
-    loop = asyncio.SelectorEventLoop(selectors.SelectSelector())
+def left_alone(selector: selectors.BaseSelector) -> bool:
+    """make_precise said no and the loop kept its selector."""
+    loop = asyncio.SelectorEventLoop(selector)
     try:
-        assert not eventloop.make_precise(loop)
-        assert type(loop._selector) is selectors.SelectSelector  # type: ignore[attr-defined]
+        return not eventloop.make_precise(loop) and loop._selector is selector  # type: ignore[attr-defined]
     finally:
         loop.close()
+
+
+def test_a_loop_that_is_not_epoll_or_turned_off_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert left_alone(selectors.SelectSelector())
     if sys.platform.startswith("linux"):
         monkeypatch.setenv("TASKLOOM_PRECISE_TIMERS", "off")
-        loop = asyncio.SelectorEventLoop(selectors.EpollSelector())
-        try:
-            assert not eventloop.make_precise(loop)
-            assert type(loop._selector) is selectors.EpollSelector  # type: ignore[attr-defined]
-        finally:
-            loop.close()
+        selector = selectors.EpollSelector()
+        assert left_alone(selector) and type(selector) is selectors.EpollSelector
