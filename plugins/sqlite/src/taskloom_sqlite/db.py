@@ -128,7 +128,7 @@ def connect(
         if readonly:
             conn.execute("PRAGMA query_only=1")
         else:
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            mode = _journal_mode_wal(conn, busy_timeout)
             if str(mode).lower() != "wal":
                 raise StoreError(
                     f"{what} {path}: cannot switch to WAL mode (got {mode}); is it on a network filesystem?"
@@ -146,6 +146,20 @@ def connect(
         conn.close()
         raise
     return conn
+
+
+def _journal_mode_wal(conn: sqlite3.Connection, busy_timeout: float) -> str:
+    """Switch to WAL, waiting up to ``busy_timeout`` for other connections: on a new file
+    that several processes open at once, the switch needs a lock that SQLite refuses at once
+    ("database is locked") instead of calling its busy handler."""
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.005)
 
 
 def migrate(conn: sqlite3.Connection, schema: Schema, path: Path) -> int:
@@ -170,12 +184,17 @@ def migrate(conn: sqlite3.Connection, schema: Schema, path: Path) -> int:
     return found
 
 
+# One statement, so one snapshot: read one by one, a file another process is creating could
+# show its tables but not yet its application id, and pass for another application's file.
+_IDENTITY = (
+    "SELECT (SELECT user_version FROM pragma_user_version), (SELECT application_id FROM pragma_application_id), "
+    "(SELECT count(*) FROM sqlite_master)"
+)
+
+
 def _check_identity(conn: sqlite3.Connection, schema: Schema, path: Path) -> int:
-    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-    app = int(conn.execute("PRAGMA application_id").fetchone()[0])
-    foreign = app not in (0, schema.application_id) or (
-        app == 0 and (version > 0 or conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0)
-    )
+    version, app, objects = (int(v) for v in conn.execute(_IDENTITY).fetchone())
+    foreign = app not in (0, schema.application_id) or (app == 0 and (version > 0 or objects > 0))
     if foreign:
         raise StoreError(
             f"{path} is not a taskloom {schema.kind} (another application's SQLite file); "
