@@ -39,8 +39,10 @@ class PreciseEpollSelector(selectors.EpollSelector):
             epoll_fd = self.fileno()
             if epoll_fd < _SELECT_LIMIT:
                 # Readable as soon as any registered descriptor has an event; the events
-                # themselves are then taken from epoll with no wait.
-                select.select([epoll_fd], [], [], timeout)
+                # themselves are then taken from epoll with no wait. A wait that ended
+                # with nothing readable is a timer's turn: no events to take.
+                if not select.select([epoll_fd], [], [], timeout)[0]:
+                    return []
                 timeout = 0
         return super().select(timeout)
 
