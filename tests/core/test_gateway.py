@@ -580,6 +580,7 @@ def test_models_built_with_every_field_share_a_fields_set_nothing_can_corrupt() 
         lambda s: s.clear(),
         lambda s: s.add("colour"),
         lambda s: s.update({"colour"}),
+        lambda s: s.update(name for name in ["input_tokens", "colour"]),
         lambda s: s.difference_update({"input_tokens"}),
         lambda s: s.__ior__({"colour"}),
     ):

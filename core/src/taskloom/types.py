@@ -45,8 +45,10 @@ class _EveryField(set[str]):
 
     def update(self, *others: Iterable[str]) -> None:
         for other in others:
-            for name in other:
-                self.add(name)
+            names = other if isinstance(other, dict | set | frozenset | list | tuple) else list(other)
+            if not self.issuperset(names):  # (checked in C: assign() calls this on the hot path)
+                for name in names:
+                    self.add(name)
 
     def _shared(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError("this fields-set is shared by every instance built with all fields: copy it to change it")
