@@ -109,7 +109,8 @@ def test_a_loop_made_elsewhere_gets_precise_timers_in_place(monkeypatch: pytest.
     try:
         got: list[bytes] = []
         loop.add_reader(read_fd, lambda: got.append(os.read(read_fd, 10)))
-        assert eventloop.make_precise(loop)
+        assert not eventloop.has_precise_timers(loop)
+        assert eventloop.make_precise(loop) and eventloop.has_precise_timers(loop)
         selector = loop._selector  # type: ignore[attr-defined]
         assert type(selector) is eventloop.PreciseEpollSelector
         assert shortest_wait(selector, 0.0003) < 0.0009

@@ -62,16 +62,21 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
+def has_precise_timers(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``loop`` waits with :class:`PreciseEpollSelector`."""
+    return type(getattr(loop, "_selector", None)) is PreciseEpollSelector
+
+
 def make_precise(loop: asyncio.AbstractEventLoop) -> bool:
     """Give a running stock asyncio loop precise timers, in place; False when it is not one
-    (another loop, another selector, or turned off). For loops taskloom does not create
-    itself, such as the one Ray runs an async actor on. The selector keeps its
-    registrations: only its class changes, to a subclass that adds no state."""
+    (another loop, another selector, or turned off) and has none already. For loops
+    taskloom does not create itself, such as the one Ray runs an async actor on. The
+    selector keeps its registrations: only its class changes, to a subclass that adds no
+    state."""
     selector = getattr(loop, "_selector", None)
-    if not precise_timers_enabled() or type(selector) is not selectors.EpollSelector:
-        return type(selector) is PreciseEpollSelector
-    selector.__class__ = PreciseEpollSelector
-    return True
+    if precise_timers_enabled() and type(selector) is selectors.EpollSelector:
+        selector.__class__ = PreciseEpollSelector
+    return has_precise_timers(loop)
 
 
 def run(fn: Callable[..., Awaitable[T]], *args: Any) -> T:

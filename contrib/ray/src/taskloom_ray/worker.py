@@ -19,7 +19,7 @@ import uuid
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from taskloom.eventloop import make_precise, new_event_loop
+from taskloom.eventloop import has_precise_timers, make_precise, new_event_loop
 
 if TYPE_CHECKING:
     from taskloom.kernel import Kernel
@@ -214,8 +214,8 @@ class KernelActor:
         return os.getpid()
 
     async def precise_timers(self) -> bool:
-        """Whether this actor's event loop has taskloom's precise timers (see :meth:`hello`)."""
-        return make_precise(asyncio.get_running_loop())
+        """Whether this actor's event loop has taskloom's precise timers (:meth:`hello` gives them)."""
+        return has_precise_timers(asyncio.get_running_loop())
 
 
 __all__ = ["KernelActor", "StaleActorError", "kernel_for", "run_attempt", "run_task", "worker_config"]
