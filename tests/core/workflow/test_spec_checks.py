@@ -232,6 +232,40 @@ def test_compensation_rules() -> None:
     ]
 
 
+_PLAIN = [{"id": f"p{n}", "agent": "a", "prompt": f"step {n}", "needs": [f"p{n - 1}"] if n else []} for n in range(300)]
+
+
+@pytest.mark.parametrize(
+    ("bad", "line"),
+    [
+        ({"needs": ["bad"]}, "task 'bad': needs itself"),
+        ({"needs": ["p3", "p3"]}, "task 'bad': lists the same task twice in needs"),
+        ({"agent": "b"}, "task 'bad': unknown agent 'b'"),
+        ({"needs": ["p1000"]}, "task 'bad': needs unknown task 'p1000'"),
+        ({"needs": ["p7"], "prompt": "{{ outputs.p8 }}"}, "prompt reads outputs.p8 but the task does not need 'p8'"),
+        ({"when": "outputs.p9.ok"}, "when reads outputs.p9 but the task does not need 'p9'"),
+        ({"resources": {"gpu": 1}}, "task 'bad': resource 'gpu' is not declared"),
+        ({"compensate": "p1000"}, "task 'bad': compensate names unknown task 'p1000'"),
+        ({"id": "p5"}, "task 'p5': duplicate task id"),
+        ({"compensate": "p0"}, "task 'p1': needs 'p0', which only runs as compensation"),
+    ],
+)
+def test_one_bad_task_among_hundreds_of_plain_ones_is_found(bad: dict[str, Any], line: str) -> None:
+    # Plain tasks are checked a whole workflow at a time; one task with something wrong
+    # must still be reported, with the same line as in a small workflow.
+    tasks = [*_PLAIN[:150], {"id": "bad", "agent": "a", "prompt": "p", **bad}, *_PLAIN[150:]]
+    lines = _check(_spec(tasks)).splitlines()
+    assert any(line in problem for problem in lines), lines
+    assert all("'bad'" in problem or "'p" in problem for problem in lines)
+
+
+def test_hundreds_of_plain_tasks_pass_with_their_graph() -> None:
+    graph = check_workflow(parse_workflow(_spec(_PLAIN), "wf.toml"))
+    assert graph.order == list(range(300))
+    assert graph.deps[0] == () and graph.deps[299] == (298,)
+    assert graph.dependants[298] == (299,) and graph.dependants[299] == ()
+
+
 def test_unknown_model_and_tool_against_the_kernel(make_kernel: Any) -> None:
     kernel = make_kernel()
     data = {
