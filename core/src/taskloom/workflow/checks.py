@@ -249,15 +249,16 @@ def build_graph(spec: WorkflowSpec) -> Graph:
     ids = list(map(_ID, tasks))
     index = dict(zip(ids, range(len(ids)), strict=True))
     get = index.get
-    deps = [tuple(map(get, needs)) for needs in map(_NEEDS, tasks)]  # None for a need no task has
-    if len(index) != len(ids) or None in chain.from_iterable(deps) or any(map(contains, deps, range(len(deps)))):
+    found = [tuple(map(get, needs)) for needs in map(_NEEDS, tasks)]  # None for a need no task has
+    if len(index) != len(ids) or None in chain.from_iterable(found) or any(map(contains, found, range(len(found)))):
         # Unknown needs and a task needing itself (reported by the checks) are left out.
-        deps = [tuple([index[n] for n in t.needs if n in index and n != t.id]) for t in tasks]
+        found = [tuple([index[n] for n in t.needs if n in index and n != t.id]) for t in tasks]
+    deps: list[tuple[int, ...]] = found  # type: ignore[assignment]  # (no None left)
     dependants: list[list[int]] = [[] for _ in tasks]
     for i, ds in enumerate(deps):
         for d in ds:
             dependants[d].append(i)
-    graph = Graph(ids, tasks, index, deps, [tuple(js) for js in dependants])  # type: ignore[arg-type]  # (no None left)
+    graph = Graph(ids, tasks, index, deps, [tuple(js) for js in dependants])
     graph.order = _topological(graph)
     return graph
 
