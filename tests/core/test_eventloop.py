@@ -140,3 +140,56 @@ def test_a_loop_that_is_not_epoll_or_turned_off_is_left_alone(monkeypatch: pytes
         monkeypatch.setenv("TASKLOOM_PRECISE_TIMERS", "off")
         selector = selectors.EpollSelector()
         assert left_alone(selector) and type(selector) is selectors.EpollSelector
+
+
+def thread_slack() -> int:
+    """The calling thread's timer slack in nanoseconds, as the kernel reports it."""
+    import threading
+
+    # (a thread id names its own /proc entry, as a process id does)
+    with open(f"/proc/{threading.get_native_id()}/timerslack_ns") as f:
+        return int(f.read())
+
+
+@linux_only
+def test_run_lowers_the_threads_timer_slack_for_the_run_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TASKLOOM_PRECISE_TIMERS", raising=False)
+    eventloop.set_timer_slack(50_000)  # the kernel's default, whatever an earlier test left
+    try:
+
+        async def inside() -> int:
+            return thread_slack()
+
+        assert eventloop.run(inside) == 1
+        assert thread_slack() == 50_000
+        monkeypatch.setenv("TASKLOOM_PRECISE_TIMERS", "0")
+        assert eventloop.run(inside) == 50_000
+    finally:
+        eventloop.set_timer_slack(50_000)
+
+
+@linux_only
+def test_make_precise_lowers_the_slack_of_the_loops_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TASKLOOM_PRECISE_TIMERS", raising=False)
+    seen: list[int] = []
+
+    def loop_thread() -> None:  # a thread of its own: the change lasts as long as the thread
+        loop = asyncio.SelectorEventLoop(selectors.EpollSelector())
+        try:
+            seen.append(thread_slack())
+            assert eventloop.make_precise(loop)
+            seen.append(thread_slack())
+        finally:
+            loop.close()
+
+    import threading
+
+    worker = threading.Thread(target=loop_thread)
+    worker.start()
+    worker.join()
+    assert seen[-1] == 1 and seen[0] != 1
+
+
+def test_timer_slack_elsewhere_is_no_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(eventloop.sys, "platform", "darwin")
+    assert eventloop.set_timer_slack(1) is None

@@ -19,6 +19,7 @@ import uuid
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from taskloom.collector import pace_collector
 from taskloom.eventloop import has_precise_timers, make_precise, new_event_loop
 
 if TYPE_CHECKING:
@@ -85,6 +86,7 @@ def _background_loop() -> asyncio.AbstractEventLoop:
     with _loop_lock:
         if _loop is None or _loop.is_closed():
             loop = new_event_loop()  # timers as precise as the driver's
+            pace_collector()  # and the collector paced as in the driver (this process runs attempts)
             threading.Thread(target=loop.run_forever, name="taskloom-ray-loop", daemon=True).start()
             _loop = loop
         return _loop
@@ -149,6 +151,7 @@ class KernelActor:
     async def hello(self) -> str:
         """This instance's id (a new one each time Ray restarts the actor)."""
         make_precise(asyncio.get_running_loop())  # Ray made this loop: give it precise timers too
+        pace_collector()  # an actor's process runs attempts only: pace its collector as the driver's
         return self.instance
 
     async def exchange(self, instance: str, batch: list[tuple[int, dict[str, Any]]]) -> list[tuple[int, str, Any]]:

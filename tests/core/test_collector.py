@@ -1,0 +1,63 @@
+"""The collector's pace while taskloom runs: the young generation's threshold raised for
+the run, put back after, left alone when switched off or already higher."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+
+import pytest
+from taskloom import collector, eventloop
+
+
+@pytest.fixture(autouse=True)
+def python_thresholds(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.delenv("TASKLOOM_GC_THRESHOLD", raising=False)
+    before = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)
+    yield
+    gc.set_threshold(*before)
+
+
+def test_the_young_threshold_is_raised_for_the_block_and_put_back() -> None:
+    with collector.paced_collector():
+        assert gc.get_threshold() == (collector.YOUNG_THRESHOLD, 10, 10)
+    assert gc.get_threshold() == (700, 10, 10)
+
+
+def test_put_back_after_an_error_too() -> None:
+    with pytest.raises(KeyError), collector.paced_collector():
+        raise KeyError("x")
+    assert gc.get_threshold() == (700, 10, 10)
+
+
+def test_a_higher_threshold_or_a_switched_off_collector_is_kept() -> None:
+    gc.set_threshold(50_000, 5, 5)
+    with collector.paced_collector():
+        assert gc.get_threshold() == (50_000, 5, 5)
+    gc.set_threshold(0, 10, 10)  # threshold 0: the application disabled automatic collection
+    assert collector.pace_collector() is None
+    assert gc.get_threshold()[0] == 0
+
+
+def test_the_environment_sets_or_switches_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKLOOM_GC_THRESHOLD", "2500")
+    with collector.paced_collector():
+        assert gc.get_threshold()[0] == 2500
+    monkeypatch.setenv("TASKLOOM_GC_THRESHOLD", "0")
+    with collector.paced_collector():
+        assert gc.get_threshold() == (700, 10, 10)
+
+
+def test_a_bad_setting_warns_and_says_what_to_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKLOOM_GC_THRESHOLD", "lots")
+    with pytest.warns(RuntimeWarning, match=r"TASKLOOM_GC_THRESHOLD='lots' is not a whole number >= 0.*set 0"):
+        assert collector.young_threshold() == collector.YOUNG_THRESHOLD
+
+
+def test_eventloop_run_paces_the_collector_for_the_run() -> None:
+    async def inside() -> tuple[int, int, int]:
+        return gc.get_threshold()
+
+    assert eventloop.run(inside)[0] == collector.YOUNG_THRESHOLD
+    assert gc.get_threshold() == (700, 10, 10)
