@@ -21,9 +21,11 @@ Prints:
   longer than the sum of its delays (by the kernel's timer slack); the engine cannot do
   better than this ratio.
 
-Everything runs on ``taskloom.eventloop`` (as ``taskloom run`` does): asyncio with timers
-that wake on time. ``TASKLOOM_PRECISE_TIMERS=0`` runs it on the stock loop, whose epoll
-waits whole milliseconds (rounded up), so every timer fires up to a millisecond late.
+Everything runs on ``taskloom.eventloop.run`` (as ``taskloom run`` does): asyncio with
+timers that wake on time, the loop thread's timer slack at its least, and the garbage
+collector paced for the run (``taskloom.collector``). ``TASKLOOM_PRECISE_TIMERS=0`` runs it
+on the stock loop, whose epoll waits whole milliseconds (rounded up), so every timer fires
+up to a millisecond late; ``TASKLOOM_GC_THRESHOLD=0`` leaves the collector at Python's pace.
 
 ``--quick`` runs fewer repetitions (3 and 1), never a smaller DAG.
 
