@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -72,8 +73,7 @@ async def test_checkpoints_come_back_equal_field_for_field() -> None:
 
 @pytest.mark.anyio
 async def test_a_run_update_keeps_the_spec_pickled_at_creation_and_takes_a_new_one() -> None:
-    import pickle
-
+    from taskloom.builtin.memory_store import _deserialise
     from taskloom.records import RunRecord
 
     store = MemoryStore()
@@ -84,7 +84,7 @@ async def test_a_run_update_keeps_the_spec_pickled_at_creation_and_takes_a_new_o
     run.status = "succeeded"
     await store.update_run(run)
     assert store._runs["r"][1]["spec"] is blob  # the same spec object: its pickle is kept
-    assert pickle.loads(blob) == spec
+    assert _deserialise(blob) == spec
     got = await store.get_run("r")
     assert got is not None and got.status == "succeeded" and got.spec == spec and got.spec is not spec
     run.spec = {"workflow": {"name": "w"}, "tasks": [{"id": "a"}, {"id": "b"}]}
@@ -92,3 +92,38 @@ async def test_a_run_update_keeps_the_spec_pickled_at_creation_and_takes_a_new_o
     await store.update_run(run)
     got = await store.get_run("r")
     assert got is not None and [t["id"] for t in got.spec["tasks"]] == ["a", "b"] and got.inputs == {"n": 2}
+
+
+class _Label(str):
+    """A str subclass: marshal cannot restore it, so the store must pickle it."""
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("spec", "codec"),
+    [
+        ({"workflow": {"name": "w"}, "tasks": [{"id": "a", "needs": [], "estimate": 0.25, "retries": 0}]}, b"M"),
+        ({"workflow": {"name": "w"}, "tasks": [{"id": _Label("a")}]}, b"P"),
+        ({"workflow": {"name": "w"}, "budget": {"usd": Decimal("0.50")}}, b"P"),
+    ],
+)
+async def test_a_runs_spec_comes_back_exact_whichever_way_it_is_kept(spec: dict[str, Any], codec: bytes) -> None:
+    # Plain data is kept with marshal, anything else with pickle; both give back equal
+    # values of the same types, and a copy, never the caller's object.
+    from taskloom.records import RunRecord
+
+    store = MemoryStore()
+    await store.create_run(RunRecord(id="r", workflow="w", started_at=1.0, spec=spec))
+    assert store._runs["r"][1]["spec"][:1] == codec
+    got = await store.get_run("r")
+    assert got is not None and got.spec == spec and got.spec is not spec
+    assert repr(got.spec) == repr(spec) and type(next(iter(got.spec.values()))) is dict
+
+    def types(value: Any) -> list[type]:
+        if isinstance(value, dict):
+            return [type(value), *[t for v in value.values() for t in types(v)]]
+        if isinstance(value, list):
+            return [type(value), *[t for v in value for t in types(v)]]
+        return [type(value)]
+
+    assert types(got.spec) == types(spec)

