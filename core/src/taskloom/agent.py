@@ -30,6 +30,7 @@ from .types import (
     Message,
     ModelRequest,
     RequestMeta,
+    Tally,
     ToolCall,
     ToolChoice,
     ToolSpec,
@@ -154,7 +155,7 @@ class AgentResult(BaseModel):
         return self.stop_reason == "final"
 
 
-class _Run:
+class _Run(Tally):
     """The mutable state of one agent run. Usage and cost are kept as running totals
     (plain ints and Decimals) and made into records once, for the result."""
 
@@ -164,9 +165,7 @@ class _Run:
         self.meta = meta
         self.budget = budget
         self.emitting = kernel.has_sinks
-        self.input_tokens = self.output_tokens = self.cached_input_tokens = self.reasoning_tokens = 0
-        self.cost_total = self.cost_input = self.cost_output = self.cost_cached_input = self.cost_tools = ZERO
-        self.priced = True
+        super().__init__()
         self.only_usage: Usage | None = None  # the usage of the run's one call, while it has one
         self.calls = 0
         self.turns = 0
@@ -191,43 +190,19 @@ class _Run:
     def usage(self) -> Usage:
         if self.calls == 1 and self.only_usage is not None:
             return self.only_usage  # the total of one call is its usage: shared, not rebuilt
-        return build(
-            Usage,
-            input_tokens=self.input_tokens,
-            output_tokens=self.output_tokens,
-            cached_input_tokens=self.cached_input_tokens,
-            reasoning_tokens=self.reasoning_tokens,
-        )
+        return self.total_usage()
 
     @property
     def cost(self) -> Cost:
-        return build(
-            Cost,
-            total=self.cost_total,
-            input=self.cost_input,
-            output=self.cost_output,
-            cached_input=self.cost_cached_input,
-            tools=self.cost_tools,
-            priced=self.priced,
-            source=None,
-        )
+        return self.total_cost()
 
     def add(self, usage: Usage, cost: Cost | None) -> None:
-        """Count one model call's usage and cost (the sum ``Usage + Usage`` and
-        ``Cost + Cost`` would make, without the records)."""
+        """Count one model call's usage and cost."""
         self.calls += 1
         self.only_usage = usage if self.calls == 1 else None
-        self.input_tokens += usage.input_tokens
-        self.output_tokens += usage.output_tokens
-        self.cached_input_tokens += usage.cached_input_tokens
-        self.reasoning_tokens += usage.reasoning_tokens
+        self.add_usage(usage)
         if cost is not None:
-            self.cost_total += cost.total
-            self.cost_input += cost.input
-            self.cost_output += cost.output
-            self.cost_cached_input += cost.cached_input
-            self.cost_tools += cost.tools
-            self.priced = self.priced and cost.priced
+            self.add_cost(cost)
         if self.budget is not None:
             self.budget.charge(usage, cost)
 

@@ -406,6 +406,43 @@ class Cost(_Model):
         )
 
 
+class Tally:
+    """Running sums of usage and cost in plain ints and Decimals, made into records once:
+    what chaining ``Usage + Usage`` and ``Cost + Cost`` gives (exact, so digit for digit),
+    without a model for every step. Its ``source`` is None, as for :meth:`Cost.sum`."""
+
+    def __init__(self) -> None:
+        self.input_tokens = self.output_tokens = self.cached_input_tokens = self.reasoning_tokens = 0
+        self.cost_total = self.cost_input = self.cost_output = self.cost_cached_input = self.cost_tools = ZERO
+        self.priced = True
+
+    def add_usage(self, usage: Usage) -> None:
+        self.input_tokens += usage.input_tokens
+        self.output_tokens += usage.output_tokens
+        self.cached_input_tokens += usage.cached_input_tokens
+        self.reasoning_tokens += usage.reasoning_tokens
+
+    def add_cost(self, cost: Cost) -> None:
+        self.cost_total += cost.total
+        self.cost_input += cost.input
+        self.cost_output += cost.output
+        self.cost_cached_input += cost.cached_input
+        self.cost_tools += cost.tools
+        self.priced = self.priced and cost.priced
+
+    def total_usage(self) -> Usage:
+        return build(Usage,
+            input_tokens=self.input_tokens, output_tokens=self.output_tokens,
+            cached_input_tokens=self.cached_input_tokens, reasoning_tokens=self.reasoning_tokens,
+        )  # fmt: skip
+
+    def total_cost(self) -> Cost:
+        return build(Cost,
+            total=self.cost_total, input=self.cost_input, output=self.cost_output,
+            cached_input=self.cost_cached_input, tools=self.cost_tools, priced=self.priced, source=None,
+        )  # fmt: skip
+
+
 # --------------------------------------------------------------------------- responses
 
 

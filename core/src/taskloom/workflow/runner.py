@@ -45,7 +45,7 @@ import anyio
 from ..agent import Budget
 from ..errors import ConfigError
 from ..records import RunRecord, RunStatus, TaskRecord
-from ..types import ZERO, Action, Cost, Event, RequestMeta, Usage, assign, build
+from ..types import Action, Cost, Event, RequestMeta, Tally, Usage, assign, build
 from . import templates
 from .checks import Graph, check_workflow
 from .executor import TaskOutcome, TaskSpec
@@ -60,47 +60,6 @@ _RESOURCES = operator.attrgetter("resources")
 _FINAL = ("succeeded", "failed", "skipped", "interrupted", "compensated")
 _NO_USAGE = Usage()
 _NO_COST = Cost()
-
-
-class _Totals:
-    """The run's usage and cost, added up as each task's record reaches its final state,
-    while its numbers are at hand: summed at the end instead, 10,000 records scattered in
-    memory took some 20 ms after the last task had finished."""
-
-    __slots__ = ("cached", "cached_usd", "input", "input_usd", "output", "output_usd", "priced", "reasoning",
-                 "tools_usd", "total_usd")  # fmt: skip
-
-    def __init__(self) -> None:
-        self.input = self.output = self.cached = self.reasoning = 0
-        self.total_usd = self.input_usd = self.output_usd = self.cached_usd = self.tools_usd = ZERO
-        self.priced = True
-
-    def add(self, usage: Usage, cost: Cost) -> None:
-        if usage is not _NO_USAGE:
-            self.input += usage.input_tokens
-            self.output += usage.output_tokens
-            self.cached += usage.cached_input_tokens
-            self.reasoning += usage.reasoning_tokens
-        if cost is not _NO_COST:
-            self.total_usd += cost.total
-            self.input_usd += cost.input
-            self.output_usd += cost.output
-            self.cached_usd += cost.cached_input
-            self.tools_usd += cost.tools
-            self.priced = self.priced and cost.priced
-
-    def usage(self) -> Usage:
-        return build(Usage,
-            input_tokens=self.input, output_tokens=self.output, cached_input_tokens=self.cached,
-            reasoning_tokens=self.reasoning,
-        )  # fmt: skip
-
-    def cost(self) -> Cost:
-        """As ``Cost.sum`` gives it: no single source."""
-        return build(Cost,
-            total=self.total_usd, input=self.input_usd, output=self.output_usd, cached_input=self.cached_usd,
-            tools=self.tools_usd, priced=self.priced, source=None,
-        )  # fmt: skip
 
 
 def new_run_id() -> str:
@@ -187,7 +146,10 @@ class _Engine:
         n = len(graph)
         self.state = ["pending"] * n
         self.records: list[TaskRecord | None] = [None] * n
-        self.totals = _Totals()
+        # The run's usage and cost, added up as each task's record reaches its final state,
+        # while its numbers are at hand: summed at the end instead, 10,000 records scattered
+        # in memory took some 20 ms after the last task had finished.
+        self.totals = Tally()
         self.counted = bytearray(n)  # 1: task i's final record is in self.totals
         self.outputs: dict[str, Any] = {}
         self.remaining = [0] * n
@@ -295,8 +257,8 @@ class _Engine:
         totals, counted = self.totals, self.counted
         rest = [r for r, done in zip(records, counted, strict=True) if not done and r is not None]
         rest += self.compensations
-        usage = Usage.sum([totals.usage(), *[r.usage for r in rest]])
-        cost = Cost.sum([totals.cost(), *[r.cost for r in rest]])
+        usage = Usage.sum([totals.total_usage(), *[r.usage for r in rest]])
+        cost = Cost.sum([totals.total_cost(), *[r.cost for r in rest]])
         run.status = status
         run.finished_at = time.time()
         run.usage, run.cost = usage, cost
@@ -336,7 +298,10 @@ class _Engine:
         """Task i's record has reached its final state: add its usage and cost to the run's (once)."""
         if not self.counted[i]:
             self.counted[i] = 1
-            self.totals.add(record.usage, record.cost)
+            if record.usage is not _NO_USAGE:  # (the shared zeros add nothing)
+                self.totals.add_usage(record.usage)
+            if record.cost is not _NO_COST:
+                self.totals.add_cost(record.cost)
 
     def _store_name(self) -> str:
         return self.kernel.settings.taskloom.store or type(self.store).__name__
