@@ -100,8 +100,10 @@ def set_timer_slack(nanoseconds: int) -> int | None:
         prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
         return None
-    previous = prctl(_PR_GET_TIMERSLACK, 0, 0, 0, 0)
-    if previous < 0 or prctl(_PR_SET_TIMERSLACK, nanoseconds, 0, 0, 0) != 0:
+    # prctl takes unsigned longs after the option (a variadic call: pass them at that width)
+    zero = ctypes.c_ulong(0)
+    previous = prctl(_PR_GET_TIMERSLACK, zero, zero, zero, zero)
+    if previous < 0 or prctl(_PR_SET_TIMERSLACK, ctypes.c_ulong(nanoseconds), zero, zero, zero) != 0:
         return None
     return int(previous)
 
