@@ -151,7 +151,13 @@ def thread_slack() -> int:
         return int(f.read())
 
 
+slack_readable = pytest.mark.skipif(
+    not os.path.exists("/proc/self/timerslack_ns"), reason="this kernel does not show timer slack in /proc"
+)
+
+
 @linux_only
+@slack_readable
 def test_run_lowers_the_threads_timer_slack_for_the_run_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TASKLOOM_PRECISE_TIMERS", raising=False)
     eventloop.set_timer_slack(50_000)  # the kernel's default, whatever an earlier test left
@@ -169,6 +175,7 @@ def test_run_lowers_the_threads_timer_slack_for_the_run_only(monkeypatch: pytest
 
 
 @linux_only
+@slack_readable
 def test_make_precise_lowers_the_slack_of_the_loops_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TASKLOOM_PRECISE_TIMERS", raising=False)
     seen: list[int] = []
