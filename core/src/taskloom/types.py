@@ -338,18 +338,12 @@ class Usage(_Model):
 
     @classmethod
     def sum(cls, usages: Iterable[Usage]) -> Usage:
-        """``Usage() + u1 + u2 + ...`` in plain ints, without a model for every step."""
-        i = o = c = r = 0
-        seen = False
+        """``Usage() + u1 + u2 + ...`` in plain ints (a :class:`Tally`), without a model for
+        every step."""
+        tally = Tally()
         for u in usages:
-            seen = True
-            i += u.input_tokens
-            o += u.output_tokens
-            c += u.cached_input_tokens
-            r += u.reasoning_tokens
-        if not seen:
-            return cls()
-        return build(cls, input_tokens=i, output_tokens=o, cached_input_tokens=c, reasoning_tokens=r)
+            tally.add_usage(u)
+        return tally.total_usage() if tally.counted else cls()
 
 
 ZERO = Decimal(0)
@@ -386,24 +380,13 @@ class Cost(_Model):
 
     @classmethod
     def sum(cls, costs: Iterable[Cost]) -> Cost:
-        """``Cost() + c1 + c2 + ...``: the Decimals added in the same order, without a model
-        for every step (the chain starts from ``Cost()``, whose source is None, so the sum
-        has none either)."""
-        total = inp = out = cached = tools = ZERO
-        priced, seen = True, False
+        """``Cost() + c1 + c2 + ...``: the Decimals added in the same order (a
+        :class:`Tally`), without a model for every step (the chain starts from ``Cost()``,
+        whose source is None, so the sum has none either)."""
+        tally = Tally()
         for c in costs:
-            seen = True
-            total += c.total
-            inp += c.input
-            out += c.output
-            cached += c.cached_input
-            tools += c.tools
-            priced = priced and c.priced
-        if not seen:
-            return cls()
-        return build(
-            cls, total=total, input=inp, output=out, cached_input=cached, tools=tools, priced=priced, source=None
-        )
+            tally.add_cost(c)
+        return tally.total_cost() if tally.counted else cls()
 
 
 class Tally:
@@ -415,14 +398,17 @@ class Tally:
         self.input_tokens = self.output_tokens = self.cached_input_tokens = self.reasoning_tokens = 0
         self.cost_total = self.cost_input = self.cost_output = self.cost_cached_input = self.cost_tools = ZERO
         self.priced = True
+        self.counted = 0  # usages and costs added
 
     def add_usage(self, usage: Usage) -> None:
+        self.counted += 1
         self.input_tokens += usage.input_tokens
         self.output_tokens += usage.output_tokens
         self.cached_input_tokens += usage.cached_input_tokens
         self.reasoning_tokens += usage.reasoning_tokens
 
     def add_cost(self, cost: Cost) -> None:
+        self.counted += 1
         self.cost_total += cost.total
         self.cost_input += cost.input
         self.cost_output += cost.output

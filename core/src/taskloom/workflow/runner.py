@@ -254,11 +254,10 @@ class _Engine:
             tasks = dict(zip(ids, records, strict=True))  # type: ignore[arg-type]  # (no None in records)
         # The final records were added up as they ended; what is left is records that never
         # reached a final state (a run ended by an internal error) and the compensations.
-        totals, counted = self.totals, self.counted
-        rest = [r for r, done in zip(records, counted, strict=True) if not done and r is not None]
-        rest += self.compensations
-        usage = Usage.sum([totals.total_usage(), *[r.usage for r in rest]])
-        cost = Cost.sum([totals.total_cost(), *[r.cost for r in rest]])
+        rest = [r for r, done in zip(records, self.counted, strict=True) if not done and r is not None]
+        for record in [*rest, *self.compensations]:
+            self._add_to_totals(record)
+        usage, cost = self.totals.total_usage(), self.totals.total_cost()
         run.status = status
         run.finished_at = time.time()
         run.usage, run.cost = usage, cost
@@ -298,10 +297,13 @@ class _Engine:
         """Task i's record has reached its final state: add its usage and cost to the run's (once)."""
         if not self.counted[i]:
             self.counted[i] = 1
-            if record.usage is not _NO_USAGE:  # (the shared zeros add nothing)
-                self.totals.add_usage(record.usage)
-            if record.cost is not _NO_COST:
-                self.totals.add_cost(record.cost)
+            self._add_to_totals(record)
+
+    def _add_to_totals(self, record: TaskRecord) -> None:
+        if record.usage is not _NO_USAGE:  # (the shared zeros add nothing)
+            self.totals.add_usage(record.usage)
+        if record.cost is not _NO_COST:
+            self.totals.add_cost(record.cost)
 
     def _store_name(self) -> str:
         return self.kernel.settings.taskloom.store or type(self.store).__name__
