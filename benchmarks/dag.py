@@ -133,11 +133,9 @@ def config(executor: str) -> dict[str, Any]:
 
 
 def _settle_heap() -> None:
-    """Collect, then freeze the objects built so far (the DAG itself), so the collector's
-    full passes during the run do not walk them (``gc.freeze``, as latency-sensitive
-    Python services do)."""
+    """Collect the garbage of what ran before, so no run starts with another's to collect.
+    (The engine itself freezes what is alive when its run starts: ``taskloom.collector``.)"""
     gc.collect()
-    gc.freeze()
 
 
 async def makespan_ratio(layers: int, width: int, seed: int, executor: str) -> tuple[float, float, float]:
@@ -149,7 +147,6 @@ async def makespan_ratio(layers: int, width: int, seed: int, executor: str) -> t
     start = time.perf_counter()
     result = await run_workflow(kernel, spec)
     makespan = time.perf_counter() - start
-    gc.unfreeze()
     assert result.ok, result.run.error
     await kernel.aclose()
     return makespan, critical, makespan / critical
@@ -165,7 +162,6 @@ async def overhead(layers: int, width: int, seed: int, executor: str, repeat: in
         start = time.perf_counter()
         result = await run_workflow(kernel, spec)
         best = min(best, time.perf_counter() - start)
-        gc.unfreeze()
         assert result.ok, result.run.error
         await kernel.aclose()
     return best / len(spec.tasks) * 1e6

@@ -61,3 +61,53 @@ def test_eventloop_run_paces_the_collector_for_the_run() -> None:
 
     assert eventloop.run(inside)[0] == collector.YOUNG_THRESHOLD
     assert gc.get_threshold() == (700, 10, 10)
+
+
+@pytest.fixture
+def nothing_frozen() -> Iterator[None]:
+    gc.unfreeze()
+    yield
+    gc.unfreeze()
+    gc.enable()
+
+
+def test_the_collector_is_paused_for_the_block_and_back_on_after_an_error_too(nothing_frozen: None) -> None:
+    with collector.paused_collector():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(KeyError), collector.paused_collector():
+        raise KeyError("x")
+    assert gc.isenabled()
+
+
+def test_what_is_alive_is_frozen_for_the_block_and_unfrozen_after(nothing_frozen: None) -> None:
+    kept = [[n] for n in range(1000)]  # containers the collector tracks
+    with collector.frozen_heap():
+        assert gc.get_freeze_count() >= len(kept)
+        made_inside = [[n] for n in range(10)]
+        assert all(gc.is_tracked(x) for x in made_inside)
+    assert gc.get_freeze_count() == 0
+    with pytest.raises(KeyError), collector.frozen_heap():
+        raise KeyError("x")
+    assert gc.get_freeze_count() == 0
+
+
+def test_hands_off_when_the_application_froze_or_disabled_it_or_the_setting_says_so(
+    nothing_frozen: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gc.freeze()  # the application's own freeze (a pre-fork server does this)
+    frozen = gc.get_freeze_count()
+    with collector.frozen_heap(), collector.paused_collector():
+        assert gc.get_freeze_count() == frozen and gc.isenabled()
+    assert gc.get_freeze_count() == frozen, "the application's frozen objects stay frozen"
+    gc.unfreeze()
+    gc.disable()  # the application manages collections itself
+    with collector.frozen_heap():
+        assert gc.get_freeze_count() == 0
+    with collector.paused_collector():
+        pass
+    assert not gc.isenabled(), "a collector the application disabled stays disabled"
+    gc.enable()
+    monkeypatch.setenv("TASKLOOM_GC_THRESHOLD", "0")
+    with collector.frozen_heap(), collector.paused_collector():
+        assert gc.get_freeze_count() == 0 and gc.isenabled()

@@ -14,6 +14,17 @@ Cycles are still found, a little later; the older generations keep Python's own 
 :func:`taskloom.eventloop.run` (every ``taskloom`` command) runs inside it. A threshold
 that is already higher (set by the application) is kept. ``TASKLOOM_GC_THRESHOLD`` sets
 the number; ``0`` leaves the collector as Python set it.
+
+A run also builds structures it keeps to its end -- the graph, the spec as stored, the
+run store's copy -- tens of thousands of containers for a 10,000-task workflow, none of
+them garbage. The workflow engine builds them with the collector paused
+(:func:`paused_collector`) and then, for the length of the run, moves every object alive
+into the permanent generation (:func:`frozen_heap`, ``gc.freeze``), so the collections
+during the run walk only what the run makes: the 10,000-task run's one middle collection
+had 65,000 objects to walk, 30,000 of them the stored spec. Frozen objects are still freed
+when their last reference goes; only cycles among them wait for the run's end to be
+collected. Neither is done when the application froze objects itself, disabled the
+collector, or set ``TASKLOOM_GC_THRESHOLD=0``.
 """
 
 from __future__ import annotations
@@ -71,4 +82,45 @@ def paced_collector() -> Iterator[None]:
             gc.set_threshold(*before)
 
 
-__all__ = ["YOUNG_THRESHOLD", "pace_collector", "paced_collector", "young_threshold"]
+def _hands_off() -> bool:
+    """Whether to leave the collector as it is: switched off by the setting, disabled or
+    frozen by the application."""
+    return young_threshold() == 0 or not gc.isenabled() or gc.get_freeze_count() > 0
+
+
+@contextmanager
+def paused_collector() -> Iterator[None]:
+    """No collections in the block (it builds objects that live long: walking them finds no
+    garbage); automatic collection back on afterwards."""
+    if _hands_off():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+@contextmanager
+def frozen_heap() -> Iterator[None]:
+    """Every object alive at the start of the block in the permanent generation for the
+    block (``gc.freeze``), back in the oldest afterwards (``gc.unfreeze``)."""
+    if _hands_off():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+__all__ = [
+    "YOUNG_THRESHOLD",
+    "frozen_heap",
+    "pace_collector",
+    "paced_collector",
+    "paused_collector",
+    "young_threshold",
+]

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from ..agent import Budget
+from ..collector import frozen_heap, paused_collector
 from ..errors import ConfigError
 from ..records import RunRecord, RunStatus, TaskRecord
 from ..types import Action, Cost, Event, RequestMeta, Tally, Usage, assign, build
@@ -75,20 +76,30 @@ async def run_workflow(
     handle_signals: bool = False,
 ) -> WorkflowResult:
     """Check and run ``spec`` (a spec or a workflow file) with ``inputs`` over its defaults."""
-    if not isinstance(spec, WorkflowSpec):
-        spec = load_workflow(spec)
-    graph = check_workflow(spec, kernel)
-    values = spec.resolve_inputs(inputs)
-    run_id = run_id or new_run_id()
-    user = kernel.settings.taskloom.user
-    kernel.check(Action(kind="run", metadata=RequestMeta(run_id=run_id, user=user)))
-    run = RunRecord(
-        id=run_id, workflow=spec.name, started_at=time.time(), inputs=values, spec=spec.to_dict(), source=spec.source
-    )
+    # What is built before the first task lives to the run's end: built with the collector
+    # paused, then frozen for the run (taskloom.collector).
+    with paused_collector():
+        if not isinstance(spec, WorkflowSpec):
+            spec = load_workflow(spec)
+        graph = check_workflow(spec, kernel)
+        values = spec.resolve_inputs(inputs)
+        run_id = run_id or new_run_id()
+        user = kernel.settings.taskloom.user
+        kernel.check(Action(kind="run", metadata=RequestMeta(run_id=run_id, user=user)))
+        run = RunRecord(
+            id=run_id,
+            workflow=spec.name,
+            started_at=time.time(),
+            inputs=values,
+            spec=spec.to_dict(),
+            source=spec.source,
+        )
     await kernel.store.create_run(run)
-    budget = Budget(spec.workflow.budget.usd, spec.workflow.budget.tokens)
-    engine = _Engine(kernel, spec, graph, run, budget, {})
-    return await engine.execute(handle_signals)
+    with paused_collector():
+        budget = Budget(spec.workflow.budget.usd, spec.workflow.budget.tokens)
+        engine = _Engine(kernel, spec, graph, run, budget, {})
+    with frozen_heap():
+        return await engine.execute(handle_signals)
 
 
 async def resume_workflow(
@@ -108,8 +119,9 @@ async def resume_workflow(
         )
     if run.status == "succeeded":
         raise RunNotResumable(f"run {run_id!r} ({run.workflow}) already succeeded; there is nothing to resume")
-    spec = parse_workflow(run.spec, run.source)
-    graph = check_workflow(spec, kernel)
+    with paused_collector():
+        spec = parse_workflow(run.spec, run.source)
+        graph = check_workflow(spec, kernel)
     previous = {r.task_id: r for r in await store.get_tasks(run_id) if r.compensation_of is None}
     limits = budget or spec.workflow.budget
     shared = Budget(limits.usd, limits.tokens)
@@ -117,8 +129,10 @@ async def resume_workflow(
         shared.charge(record.usage, record.cost)
     run.status, run.error, run.finished_at = "running", None, None
     await store.update_run(run)
-    engine = _Engine(kernel, spec, graph, run, shared, previous)
-    return await engine.execute(handle_signals, resumed=True)
+    with paused_collector():
+        engine = _Engine(kernel, spec, graph, run, shared, previous)
+    with frozen_heap():
+        return await engine.execute(handle_signals, resumed=True)
 
 
 class _Engine:
