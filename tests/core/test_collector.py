@@ -71,25 +71,44 @@ def nothing_frozen() -> Iterator[None]:
     gc.enable()
 
 
-def test_the_collector_is_paused_for_the_block_and_back_on_after_an_error_too(nothing_frozen: None) -> None:
-    with collector.paused_collector():
-        assert not gc.isenabled()
-    assert gc.isenabled()
-    with pytest.raises(KeyError), collector.paused_collector():
-        raise KeyError("x")
-    assert gc.isenabled()
-
-
-def test_what_is_alive_is_frozen_for_the_block_and_unfrozen_after(nothing_frozen: None) -> None:
+def test_a_run_heap_pauses_the_collector_until_settled_then_freezes_what_is_alive(nothing_frozen: None) -> None:
     kept = [[n] for n in range(1000)]  # containers the collector tracks
-    with collector.frozen_heap():
+    with collector.RunHeap() as heap:
+        assert not gc.isenabled() and gc.get_freeze_count() == 0
+        heap.settle()
+        assert gc.isenabled()
         assert gc.get_freeze_count() >= len(kept)
-        made_inside = [[n] for n in range(10)]
-        assert all(gc.is_tracked(x) for x in made_inside)
-    assert gc.get_freeze_count() == 0
-    with pytest.raises(KeyError), collector.frozen_heap():
+        made_after = [[n] for n in range(10)]
+        assert all(gc.is_tracked(x) for x in made_after)
+    assert gc.get_freeze_count() == 0 and gc.isenabled()
+
+
+@pytest.mark.parametrize("settled", [False, True])
+def test_a_run_heap_puts_the_collector_back_after_an_error(nothing_frozen: None, settled: bool) -> None:
+    with pytest.raises(KeyError), collector.RunHeap() as heap:
+        if settled:
+            heap.settle()
         raise KeyError("x")
-    assert gc.get_freeze_count() == 0
+    assert gc.get_freeze_count() == 0 and gc.isenabled()
+
+
+def test_no_young_collection_walks_what_was_built_when_collections_resume(nothing_frozen: None) -> None:
+    collections: list[int] = []
+
+    def note(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collections.append(info["generation"])
+
+    gc.callbacks.append(note)
+    try:
+        with collector.RunHeap() as heap:
+            built = [[n] for n in range(20_000)]  # far past the young threshold (700 here)
+            heap.settle()
+            after = [n for n in range(10)]
+            assert collections == [], "frozen before collections resumed: nothing left to walk"
+            assert len(built) + len(after) == 20_010
+    finally:
+        gc.callbacks.remove(note)
 
 
 def test_hands_off_when_the_application_froze_or_disabled_it_or_the_setting_says_so(
@@ -97,17 +116,20 @@ def test_hands_off_when_the_application_froze_or_disabled_it_or_the_setting_says
 ) -> None:
     gc.freeze()  # the application's own freeze (a pre-fork server does this)
     frozen = gc.get_freeze_count()
-    with collector.frozen_heap(), collector.paused_collector():
-        assert gc.get_freeze_count() == frozen and gc.isenabled()
+    with collector.RunHeap() as heap:
+        assert gc.isenabled()
+        heap.settle()
+        assert gc.get_freeze_count() == frozen
     assert gc.get_freeze_count() == frozen, "the application's frozen objects stay frozen"
     gc.unfreeze()
     gc.disable()  # the application manages collections itself
-    with collector.frozen_heap():
+    with collector.RunHeap() as heap:
+        heap.settle()
         assert gc.get_freeze_count() == 0
-    with collector.paused_collector():
-        pass
     assert not gc.isenabled(), "a collector the application disabled stays disabled"
     gc.enable()
     monkeypatch.setenv("TASKLOOM_GC_THRESHOLD", "0")
-    with collector.frozen_heap(), collector.paused_collector():
-        assert gc.get_freeze_count() == 0 and gc.isenabled()
+    with collector.RunHeap() as heap:
+        assert gc.isenabled()
+        heap.settle()
+        assert gc.get_freeze_count() == 0

@@ -18,8 +18,8 @@ the number; ``0`` leaves the collector as Python set it.
 A run also builds structures it keeps to its end -- the graph, the spec as stored, the
 run store's copy -- tens of thousands of containers for a 10,000-task workflow, none of
 them garbage. The workflow engine builds them with the collector paused
-(:func:`paused_collector`) and then, for the length of the run, moves every object alive
-into the permanent generation (:func:`frozen_heap`, ``gc.freeze``), so the collections
+and then, for the length of the run, moves every object alive into the permanent
+generation (:class:`RunHeap`, ``gc.freeze``), so the collections
 during the run walk only what the run makes: the 10,000-task run's one middle collection
 had 65,000 objects to walk, 30,000 of them the stored spec. Frozen objects are still freed
 when their last reference goes; only cycles among them wait for the run's end to be
@@ -88,39 +88,38 @@ def _hands_off() -> bool:
     return young_threshold() == 0 or not gc.isenabled() or gc.get_freeze_count() > 0
 
 
-@contextmanager
-def paused_collector() -> Iterator[None]:
-    """No collections in the block (it builds objects that live long: walking them finds no
-    garbage); automatic collection back on afterwards."""
-    if _hands_off():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
+class RunHeap:
+    """The collector around one run: paused from ``with`` until :meth:`settle` (the run
+    builds what it keeps), then, from :meth:`settle` to the block's end, every object alive
+    at :meth:`settle` frozen (``gc.freeze``); all as it was after the block, also when it
+    raised. Freezing before collections resume matters: the first allocation after
+    ``gc.enable()`` would set off a young collection walking everything built meanwhile.
+    Does nothing where :func:`_hands_off` says so."""
+
+    def __init__(self) -> None:
+        self.paused = self.frozen = False
+
+    def __enter__(self) -> RunHeap:
+        if not _hands_off():
+            gc.disable()
+            self.paused = True
+        return self
+
+    def settle(self) -> None:
+        """What the run keeps is built: freeze it, and collect again from here on."""
+        if self.paused:
+            gc.freeze()
+            self.frozen = True
+            gc.enable()
+            self.paused = False
+
+    def __exit__(self, *exc: object) -> None:
+        if self.paused:
+            gc.enable()
+            self.paused = False
+        if self.frozen:
+            gc.unfreeze()
+            self.frozen = False
 
 
-@contextmanager
-def frozen_heap() -> Iterator[None]:
-    """Every object alive at the start of the block in the permanent generation for the
-    block (``gc.freeze``), back in the oldest afterwards (``gc.unfreeze``)."""
-    if _hands_off():
-        yield
-        return
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
-
-
-__all__ = [
-    "YOUNG_THRESHOLD",
-    "frozen_heap",
-    "pace_collector",
-    "paced_collector",
-    "paused_collector",
-    "young_threshold",
-]
+__all__ = ["YOUNG_THRESHOLD", "RunHeap", "pace_collector", "paced_collector", "young_threshold"]

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from ..agent import Budget
-from ..collector import frozen_heap, paused_collector
+from ..collector import RunHeap
 from ..errors import ConfigError
 from ..records import RunRecord, RunStatus, TaskRecord
 from ..types import Action, Cost, Event, RequestMeta, Tally, Usage, assign, build
@@ -78,7 +78,7 @@ async def run_workflow(
     """Check and run ``spec`` (a spec or a workflow file) with ``inputs`` over its defaults."""
     # What is built before the first task lives to the run's end: built with the collector
     # paused, then frozen for the run (taskloom.collector).
-    with paused_collector():
+    with RunHeap() as heap:
         if not isinstance(spec, WorkflowSpec):
             spec = load_workflow(spec)
         graph = check_workflow(spec, kernel)
@@ -94,11 +94,10 @@ async def run_workflow(
             spec=spec.to_dict(),
             source=spec.source,
         )
-    await kernel.store.create_run(run)
-    with paused_collector():
+        await kernel.store.create_run(run)
         budget = Budget(spec.workflow.budget.usd, spec.workflow.budget.tokens)
         engine = _Engine(kernel, spec, graph, run, budget, {})
-    with frozen_heap():
+        heap.settle()
         return await engine.execute(handle_signals)
 
 
@@ -107,7 +106,7 @@ async def resume_workflow(
 ) -> WorkflowResult:
     """Rerun what did not finish in run ``run_id``; succeeded tasks are never rerun.
 
-    The run's budget counts what earlier sessions spent; ``budget`` replaces the limits.
+    The run's budget counts what its earlier attempts spent; ``budget`` replaces the limits.
     """
     store = kernel.store
     run = await store.get_run(run_id)
@@ -119,19 +118,18 @@ async def resume_workflow(
         )
     if run.status == "succeeded":
         raise RunNotResumable(f"run {run_id!r} ({run.workflow}) already succeeded; there is nothing to resume")
-    with paused_collector():
+    with RunHeap() as heap:  # (as in run_workflow)
         spec = parse_workflow(run.spec, run.source)
         graph = check_workflow(spec, kernel)
-    previous = {r.task_id: r for r in await store.get_tasks(run_id) if r.compensation_of is None}
-    limits = budget or spec.workflow.budget
-    shared = Budget(limits.usd, limits.tokens)
-    for record in previous.values():
-        shared.charge(record.usage, record.cost)
-    run.status, run.error, run.finished_at = "running", None, None
-    await store.update_run(run)
-    with paused_collector():
+        previous = {r.task_id: r for r in await store.get_tasks(run_id) if r.compensation_of is None}
+        limits = budget or spec.workflow.budget
+        shared = Budget(limits.usd, limits.tokens)
+        for record in previous.values():
+            shared.charge(record.usage, record.cost)
+        run.status, run.error, run.finished_at = "running", None, None
+        await store.update_run(run)
         engine = _Engine(kernel, spec, graph, run, shared, previous)
-    with frozen_heap():
+        heap.settle()
         return await engine.execute(handle_signals, resumed=True)
 
 
