@@ -9,7 +9,7 @@ concurrency.
 
 Prints:
 * makespan / critical path for 1,000 tasks (20 layers x 50; median of 7 runs) and
-  10,000 tasks (100 x 100; median of 3 runs);
+  10,000 tasks (100 x 100; median of 5 runs);
 * the scheduler's own overhead per task: the 10k DAG run with an executor that returns
   at once, wall time divided by tasks, best of three (checks, planning, scheduling,
   templating, both checkpoints of every task, events, the run's totals); and beside it
@@ -197,7 +197,7 @@ async def median_ratio(label: str, layers: int, width: int, seed: int, runs: int
 
 
 async def main(seed: int, quick: bool) -> None:
-    runs_1k, runs_10k, repeat = (3, 1, 1) if quick else (7, 3, 3)
+    runs_1k, runs_10k, repeat = (3, 1, 1) if quick else (7, 5, 3)
     with register_plugin(BenchPlugin(), "bench"):
         r1 = await median_ratio("dag 1k", 20, 50, seed, runs_1k)
         r2 = await median_ratio("dag 10k", 100, 100, seed, runs_10k)
