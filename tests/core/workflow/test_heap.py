@@ -8,6 +8,7 @@ import gc
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import pytest
 from taskloom.errors import ConfigError
 from taskloom.types import ModelRequest, ModelResponse
@@ -86,3 +87,20 @@ async def test_an_application_that_froze_its_own_objects_keeps_them_frozen(make_
     assert len(CollectorState.seen) == 2
     assert all(f <= frozen for _, f in CollectorState.seen), "the run adds nothing to the app's freeze"
     assert frozen - 100 < gc.get_freeze_count() <= frozen, "and does not unfreeze it either"
+
+
+async def test_runs_at_once_in_one_process_leave_nothing_frozen_or_paused(make_kernel: Any, watched: None) -> None:
+    kernel = make_kernel({"t": {"provider": "tracking"}})
+    results = []
+
+    async def one() -> None:
+        results.append(await run_workflow(kernel, _wf().build()))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(3):
+            tg.start_soon(one)
+    assert len(results) == 3 and all(r.ok for r in results)
+    assert all(enabled for enabled, _ in CollectorState.seen), (
+        "no call ran while another run set up (the memory store does not yield there)"
+    )
+    assert gc.get_freeze_count() == 0 and gc.isenabled()
