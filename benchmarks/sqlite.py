@@ -23,7 +23,6 @@ Last line: ``cache_hit_us=<N> cache_writes_per_s=<N> store_overhead_pct=<N>``
 from __future__ import annotations
 
 import argparse
-import gc
 import statistics
 import sys
 import tempfile
@@ -106,7 +105,6 @@ async def dag_seconds(
     start = time.perf_counter()
     result = await run_workflow(kernel, spec)
     elapsed = time.perf_counter() - start
-    gc.unfreeze()
     assert result.ok, result.run.error
     if store == "sqlite":
         await kernel.store.flush()
