@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from taskloom.errors import ConfigError
 from taskloom.workflow import Workflow, check_workflow, load_workflow, parse_workflow
+from taskloom.workflow.checks import build_graph
 
 from .conftest import write
 
@@ -264,6 +265,34 @@ def test_hundreds_of_plain_tasks_pass_with_their_graph() -> None:
     assert graph.order == list(range(300))
     assert graph.deps[0] == () and graph.deps[299] == (298,)
     assert graph.dependants[298] == (299,) and graph.dependants[299] == ()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],  # plain: the checks' columns serve the graph as they are
+        [  # a compensation-only task: the graph leaves it out and numbers the rest itself
+            {"id": "undo", "agent": "a", "prompt": "undo"},
+            {"id": "last", "agent": "a", "prompt": "x", "needs": ["p299", "p0"], "compensate": "undo"},
+        ],
+    ],
+)
+def test_the_checked_graph_is_the_graph_built_on_its_own(extra: list[dict[str, Any]]) -> None:
+    spec = parse_workflow(_spec([*_PLAIN, *extra]), "wf.toml")
+    checked, built = check_workflow(spec), build_graph(spec)
+    assert checked.ids == built.ids and checked.index == built.index
+    assert checked.deps == built.deps and checked.dependants == built.dependants and checked.order == built.order
+    assert "undo" not in checked.index and len(checked) == 300 + (1 if extra else 0)
+    if extra:
+        assert checked.deps[checked.index["last"]] == (299, 0)
+
+
+def test_the_graph_of_a_workflow_with_bad_needs_leaves_them_out() -> None:
+    tasks = [*_PLAIN[:3], {"id": "odd", "agent": "a", "prompt": "p", "needs": ["p1", "nope", "odd"]}]
+    graph = build_graph(parse_workflow(_spec(tasks), "wf.toml"))
+    assert graph.deps[3] == (1,), "the unknown need and the task itself are left out"
+    with pytest.raises(ConfigError, match="needs unknown task 'nope'"):
+        check_workflow(parse_workflow(_spec(tasks), "wf.toml"))
 
 
 def test_unknown_model_and_tool_against_the_kernel(make_kernel: Any) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import chain, repeat
 from operator import attrgetter, contains
 from typing import TYPE_CHECKING
 
@@ -48,12 +48,13 @@ def _problem(spec: WorkflowSpec, task: str | None, text: str) -> str:
 
 def check_workflow(spec: WorkflowSpec, kernel: Kernel | None = None) -> Graph:
     """Check ``spec`` (and its names against ``kernel``'s registries); return its graph."""
-    problems = _problems(spec)
+    columns = _Columns.of(spec)
+    problems = _problems(spec, columns)
     if kernel is not None:
         problems.extend(check_names(spec, kernel))
     # The graph leaves out needs already reported (unknown tasks, a task needing itself),
     # so a cycle is reported together with every other problem.
-    graph = build_graph(spec)
+    graph = _build_graph(spec, columns)
     cycle = find_cycle(graph)
     if cycle:
         problems.insert(0, _problem(spec, None, "cycle: " + " -> ".join(cycle) + "; remove one of these needs"))
@@ -67,7 +68,36 @@ _WHEN, _COMPENSATE, _RESOURCES = attrgetter("when"), attrgetter("compensate"), a
 _NONE_ONLY = {None}
 
 
-def _problems(spec: WorkflowSpec) -> list[str]:
+@dataclass
+class _Columns:
+    """What the checks and the graph both read of every task, read once (one pass in C
+    each; a benchmark workflow has 10,000 tasks)."""
+
+    ids: list[str]
+    needs: list[list[str]]
+    compensates: set[str | None]
+    """Every task's ``compensate`` value, None included."""
+    index: dict[str, int] = field(default_factory=dict)
+    """Task id to position (the last one for a duplicate id)."""
+    plain: bool = False
+    """Set by the checks: ids unique, every need names another, known, non-compensation
+    task, once. The graph then needs no filtering."""
+
+    @classmethod
+    def of(cls, spec: WorkflowSpec) -> _Columns:
+        tasks = spec.tasks
+        ids = list(map(_ID, tasks))
+        columns = cls(ids, list(map(_NEEDS, tasks)), set(map(_COMPENSATE, tasks)))
+        columns.index = dict(zip(ids, range(len(ids)), strict=True))
+        return columns
+
+    @property
+    def compensations(self) -> set[str]:
+        """Tasks that only run as compensation (as ``WorkflowSpec.compensation_ids``)."""
+        return {c for c in self.compensates if c}
+
+
+def _problems(spec: WorkflowSpec, columns: _Columns) -> list[str]:
     """Every problem of the tasks themselves, in task order.
 
     Whole-workflow tests first, each one pass in C over all tasks (a benchmark workflow has
@@ -76,13 +106,14 @@ def _problems(spec: WorkflowSpec) -> list[str]:
     (a template, a condition, resources, a compensation) are looked at one by one; when
     any fails, every task is, so each problem is reported with its task."""
     tasks = spec.tasks
-    compensations = spec.compensation_ids()
+    compensations = columns.compensations
     capacities = spec.workflow.resources
     declared = set(spec.workflow.inputs)
-    by_id = dict(zip(map(_ID, tasks), tasks, strict=True))
-    if tasks and len(by_id) == len(tasks) and _plain_names(spec, by_id, compensations):
+    if tasks and len(columns.index) == len(tasks) and _plain_names(spec, columns, compensations):
+        columns.plain = True
         problems: list[str] = []
-        suspects = _with_more_to_check(tasks)
+        suspects = _with_more_to_check(tasks, columns)
+        by_id = dict(zip(columns.ids, tasks, strict=True)) if suspects else {}
     else:
         problems, by_id = [], {}
         for task in tasks:
@@ -98,24 +129,23 @@ def _problems(spec: WorkflowSpec) -> list[str]:
     return problems
 
 
-def _plain_names(spec: WorkflowSpec, by_id: dict[str, TaskDef], compensations: set[str]) -> bool:
-    tasks = spec.tasks
-    if not set(map(_AGENT, tasks)) <= spec.agents.keys():
+def _plain_names(spec: WorkflowSpec, columns: _Columns, compensations: set[str]) -> bool:
+    if not set(map(_AGENT, spec.tasks)) <= spec.agents.keys():
         return False
-    needs = list(map(_NEEDS, tasks))
+    needs, index = columns.needs, columns.index
     named = set(chain.from_iterable(needs))
-    if not named <= by_id.keys() or not named.isdisjoint(compensations):
+    if not named <= index.keys() or not named.isdisjoint(compensations):
         return False
-    if any(map(contains, needs, by_id)):  # (by_id is in task order: a task that needs itself)
+    if any(map(contains, needs, index)):  # (index is in task order: a task that needs itself)
         return False
     return sum(map(len, needs)) == sum(map(len, map(set, needs)))  # no task names a need twice
 
 
-def _with_more_to_check(tasks: list[TaskDef]) -> list[TaskDef]:
+def _with_more_to_check(tasks: list[TaskDef], columns: _Columns) -> list[TaskDef]:
     """The tasks with a templated prompt, a condition, resources or a compensation."""
     if (
-        set(map(_WHEN, tasks)) <= _NONE_ONLY
-        and set(map(_COMPENSATE, tasks)) <= _NONE_ONLY
+        columns.compensates <= _NONE_ONLY
+        and set(map(_WHEN, tasks)) <= _NONE_ONLY
         and not any(map(_RESOURCES, tasks))
         and templates.is_literal("\0".join(map(_PROMPT, tasks)))
     ):
@@ -244,13 +274,24 @@ def check_names(spec: WorkflowSpec, kernel: Kernel) -> list[str]:
 
 
 def build_graph(spec: WorkflowSpec) -> Graph:
-    compensations = spec.compensation_ids()
-    tasks = [t for t in spec.tasks if t.id not in compensations] if compensations else list(spec.tasks)
-    ids = list(map(_ID, tasks))
-    index = dict(zip(ids, range(len(ids)), strict=True))
-    get = index.get
-    found = [tuple(map(get, needs)) for needs in map(_NEEDS, tasks)]  # None for a need no task has
-    if len(index) != len(ids) or None in chain.from_iterable(found) or any(map(contains, found, range(len(found)))):
+    """The graph of ``spec``'s normal flow (compensation-only tasks left out); needs that
+    name no task, or the task itself, are left out too (the checks report them)."""
+    return _build_graph(spec, _Columns.of(spec))
+
+
+def _build_graph(spec: WorkflowSpec, columns: _Columns) -> Graph:
+    compensations = columns.compensations
+    if compensations:
+        tasks = [t for t in spec.tasks if t.id not in compensations]
+        ids = list(map(_ID, tasks))
+        index = dict(zip(ids, range(len(ids)), strict=True))
+        needs = list(map(_NEEDS, tasks))
+    else:  # every task is in the graph: the columns are its own
+        tasks, ids, index, needs = list(spec.tasks), columns.ids, columns.index, columns.needs
+    found = list(map(tuple, map(map, repeat(index.get), needs)))  # None for a need no task has
+    if not columns.plain and (
+        len(index) != len(ids) or None in chain.from_iterable(found) or any(map(contains, found, range(len(found))))
+    ):
         # Unknown needs and a task needing itself (reported by the checks) are left out.
         found = [tuple([index[n] for n in t.needs if n in index and n != t.id]) for t in tasks]
     deps: list[tuple[int, ...]] = found  # type: ignore[assignment]  # (no None left)
