@@ -287,6 +287,20 @@ def test_the_checked_graph_is_the_graph_built_on_its_own(extra: list[dict[str, A
         assert checked.deps[checked.index["last"]] == (299, 0)
 
 
+@pytest.mark.parametrize("listing", ["in order", "reversed", "one late"])
+def test_the_run_order_puts_every_task_after_what_it_needs(listing: str) -> None:
+    tasks = list(_PLAIN)
+    if listing == "reversed":
+        tasks.reverse()
+    elif listing == "one late":  # p10 listed after p11, which needs it
+        tasks[10], tasks[11] = tasks[11], tasks[10]
+    graph = check_workflow(parse_workflow(_spec(tasks), "wf.toml"))
+    position = {task: n for n, task in enumerate(graph.order)}
+    assert sorted(graph.order) == list(range(300))
+    assert all(position[d] < position[i] for i, deps in enumerate(graph.deps) for d in deps)
+    assert (graph.order == list(range(300))) == (listing == "in order")
+
+
 def test_the_graph_of_a_workflow_with_bad_needs_leaves_them_out() -> None:
     tasks = [*_PLAIN[:3], {"id": "odd", "agent": "a", "prompt": "p", "needs": ["p1", "nope", "odd"]}]
     graph = build_graph(parse_workflow(_spec(tasks), "wf.toml"))
