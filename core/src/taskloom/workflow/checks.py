@@ -77,7 +77,7 @@ class _Columns:
     needs: list[list[str]]
     compensates: set[str | None]
     """Every task's ``compensate`` value, None included."""
-    index: dict[str, int] = field(default_factory=dict)
+    index: dict[str, int]
     """Task id to position (the last one for a duplicate id)."""
     plain: bool = False
     """Set by the checks: ids unique, every need names another, known, non-compensation
@@ -87,9 +87,8 @@ class _Columns:
     def of(cls, spec: WorkflowSpec) -> _Columns:
         tasks = spec.tasks
         ids = list(map(_ID, tasks))
-        columns = cls(ids, list(map(_NEEDS, tasks)), set(map(_COMPENSATE, tasks)))
-        columns.index = dict(zip(ids, range(len(ids)), strict=True))
-        return columns
+        index = dict(zip(ids, range(len(ids)), strict=True))
+        return cls(ids, list(map(_NEEDS, tasks)), set(map(_COMPENSATE, tasks)), index)
 
     @property
     def compensations(self) -> set[str]:
