@@ -16,6 +16,8 @@ Prints:
   the whole stack per task, the same DAG with zero-delay scripted answers through the
   ``local`` executor (agent loop, gateway, pricing, ledger and provider call added);
 * peak memory of the process (max RSS) in MiB;
+* beside each median, the share of CPU time the hypervisor gave to other guests meanwhile
+  (``steal`` in /proc/stat): a contended host raises every ratio, the floor's too;
 * for reference, the event loop's own floor: the tasks of each DAG's critical path slept
   one after the other with ``anyio.sleep`` and nothing else, so even this chain takes
   longer than the sum of its delays (by the kernel's timer slack); the engine cannot do
@@ -167,6 +169,32 @@ async def overhead(layers: int, width: int, seed: int, executor: str, repeat: in
     return best / len(spec.tasks) * 1e6
 
 
+def _cpu_times() -> tuple[int, int] | None:
+    """(steal, total) CPU time so far from /proc/stat, in clock ticks; None without it."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        ticks = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    except (OSError, ValueError):
+        return None
+    return (ticks[7], sum(ticks)) if len(ticks) == 8 else None
+
+
+class CpuSteal:
+    """How much of the machine's CPU time the hypervisor gave to other guests ("steal" in
+    /proc/stat) since this was made. On a contended host every ratio rises with it, the
+    bare chain's floor included: it tells a loaded minute from a change in the engine."""
+
+    def __init__(self) -> None:
+        self.start = _cpu_times()
+
+    def __str__(self) -> str:
+        end = _cpu_times()
+        if self.start is None or end is None or end[1] <= self.start[1]:
+            return "host CPU steal unknown"
+        return f"host CPU steal {(end[0] - self.start[0]) / (end[1] - self.start[1]):.1%}"
+
+
 def peak_mib() -> float:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
@@ -186,13 +214,14 @@ async def floor_ratio(layers: int, width: int, seed: int) -> float:
 
 async def median_ratio(label: str, layers: int, width: int, seed: int, runs: int) -> float:
     ratios = []
+    steal = CpuSteal()
     for n in range(runs):
         makespan, critical, ratio = await makespan_ratio(layers, width, seed, "local")
         ratios.append(ratio)
         print(f"{label} ({layers} x {width}) run {n + 1}/{runs}: makespan {makespan:.3f} s, "
               f"critical path {critical:.3f} s, ratio {ratio:.3f}", flush=True)  # fmt: skip
     median = statistics.median(ratios)
-    print(f"{label}: median ratio {median:.3f} of {runs} runs (min {min(ratios):.3f}, max {max(ratios):.3f})")
+    print(f"{label}: median ratio {median:.3f} of {runs} runs (min {min(ratios):.3f}, max {max(ratios):.3f}; {steal})")
     return median
 
 

@@ -16,6 +16,8 @@ Prints, for ``--mode actors`` (async actors, default) and ``tasks`` (one Ray tas
 * per-task executor overhead: a chain of zero-duration tasks (each needs the one before)
   on Ray minus the same chain on the local executor, divided by its length: the latency
   one attempt adds by going through Ray (submit, serialise, run on the worker, return).
+* beside each mode, the share of CPU time the hypervisor gave to other guests meanwhile
+  (``steal`` in /proc/stat; see ``benchmarks/dag.py``).
 
 Last line: ``ray_dag1k_ratio=<R> ray_overhead_ms_per_task=<N>`` (for ``--mode``).
 
@@ -175,12 +177,13 @@ async def main(seed: int, modes: list[str], cpus: int, chain_len: int, runs: int
     try:
         with register_plugin(dag.BenchPlugin(), "bench"):
             for mode in modes:
+                steal = dag.CpuSteal()
                 ratio, overhead_ms, cold_ratio, critical, detail = await bench_mode(mode, seed, chain_len, runs)
                 results[mode] = (ratio, overhead_ms)
                 print(
                     f"mode {mode:6}: dag 1k (20 x 50) ratio {ratio:.3f}, median of {runs} (critical path "
                     f"{critical:.3f} s; first, cold run {cold_ratio:.3f}; {detail}), overhead {overhead_ms:.2f} ms "
-                    f"per task ({chain_len}-task chain vs the local executor)",
+                    f"per task ({chain_len}-task chain vs the local executor; {steal})",
                     flush=True,
                 )
     finally:
