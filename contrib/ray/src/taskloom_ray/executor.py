@@ -105,7 +105,6 @@ class RayExecutor:
         self._flush_pending = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._background: set[asyncio.Task[None]] = set()
-        self._resources: dict[str, dict[str, dict[str, int]]] = {}  # run id -> task id -> resources
 
     # ------------------------------------------------------------------ start-up
 
@@ -207,28 +206,11 @@ class RayExecutor:
 
     # ------------------------------------------------------------------ resources
 
-    async def _task_resources(self, spec: TaskSpec, kernel: Kernel) -> dict[str, int]:
-        """The workflow resources of the attempt's task. ``TaskSpec`` does not carry them
-        (yet), so they are read from the run's spec in the driver's run store, once per run."""
-        carried = getattr(spec, "resources", None)
-        if isinstance(carried, dict):
-            return carried
-        by_task = self._resources.get(spec.run_id)
-        if by_task is None:
-            by_task = {}
-            run = await kernel.store.get_run(spec.run_id)
-            for task in (run.spec or {}).get("tasks", []) if run is not None else []:
-                by_task[task["id"]] = dict(task.get("resources") or {})
-            self._resources[spec.run_id] = by_task
-        task_id = spec.task_id.split("@", 1)[0]  # a compensation runs as "<task>@<original>"
-        return by_task.get(task_id, {})
-
-    async def _signature(self, spec: TaskSpec, kernel: Kernel) -> tuple[tuple[str, int], ...]:
+    def _signature(self, spec: TaskSpec) -> tuple[tuple[str, int], ...]:
         """The attempt's workflow resources that ``resource_map`` requests from Ray, sorted."""
         if not self.config.resource_map:
             return ()
-        needs = await self._task_resources(spec, kernel)
-        return tuple(sorted((k, v) for k, v in needs.items() if k in self.config.resource_map and v))
+        return tuple(sorted((k, v) for k, v in spec.resources.items() if k in self.config.resource_map and v))
 
     def _submit_task(self, spec: TaskSpec, signature: tuple[tuple[str, int], ...]) -> Any:
         remote = self._options.get(signature)
@@ -246,7 +228,7 @@ class RayExecutor:
             return await self._run(spec, kernel)
 
     async def _run(self, spec: TaskSpec, kernel: Kernel) -> TaskOutcome:
-        signature = await self._signature(spec, kernel)
+        signature = self._signature(spec)
         if self._actors and not signature:
             return await self._run_on_actor(spec)
         return await self._run_as_task(spec, signature)

@@ -39,6 +39,9 @@ class TaskSpec(BaseModel):
     prompt: str
     timeout: float | None = None
     """Seconds for this attempt; the scheduler also enforces it."""
+    resources: dict[str, int] = Field(default_factory=dict)
+    """The task's named resources (``resources`` in the workflow), for executors that
+    place attempts by them (Ray maps them to its own resources)."""
     user: str | None = None
     workflow: str = ""
     budget_usd_left: str | None = None
