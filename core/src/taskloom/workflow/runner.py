@@ -23,6 +23,10 @@ Ctrl-C or SIGTERM (with ``handle_signals``) cancels running tasks, records them 
 interrupted and returns. When the run failed, the ``compensate`` tasks of the tasks that
 succeeded run in reverse order of completion (saga).
 
+A new run's record (with its spec as stored, for ``resume``) reaches the store right after
+the first tasks have started, not before them; their "running" checkpoints follow it, and
+no task's result is saved, nor any dependant started, before it.
+
 A run-store error (database locked, disk full) stops the run like ``fail-fast``: running
 tasks are cancelled and recorded interrupted (where the store still takes writes), the run
 ends ``failed`` with the store's message, and no compensation runs (nothing went wrong with
@@ -32,6 +36,7 @@ the work itself; resume once the store is back). Finished checkpoints are kept.
 from __future__ import annotations
 
 import heapq
+import math
 import operator
 import secrets
 import signal
@@ -87,17 +92,11 @@ async def run_workflow(
         run_id = run_id or new_run_id()
         user = kernel.settings.taskloom.user
         kernel.check(Action(kind="run", metadata=RequestMeta(run_id=run_id, user=user)))
-        run = RunRecord(
-            id=run_id,
-            workflow=spec.name,
-            started_at=time.time(),
-            inputs=values,
-            spec=spec.to_dict(),
-            source=spec.source,
-        )
-        await kernel.store.create_run(run)
+        # The spec as stored is filled in, and the run stored, once the first tasks are on
+        # their way (_Engine._store_run).
+        run = RunRecord(id=run_id, workflow=spec.name, started_at=time.time(), inputs=values, source=spec.source)
         budget = Budget(spec.workflow.budget.usd, spec.workflow.budget.tokens)
-        engine = _Engine(kernel, spec, graph, run, budget, {})
+        engine = _Engine(kernel, spec, graph, run, budget, {}, stored=False, heap=heap)
         heap.settle()
         return await engine.execute(handle_signals)
 
@@ -143,8 +142,11 @@ class _Engine:
         run: RunRecord,
         budget: Budget,
         previous: dict[str, TaskRecord],
+        stored: bool = True,
+        heap: RunHeap | None = None,
     ) -> None:
         self.kernel = kernel
+        self.run_heap = heap or RunHeap()  # (one never entered: lasting() leaves the collector be)
         self.store = kernel.store
         self.executor = kernel.executor
         self.spec = spec
@@ -178,6 +180,14 @@ class _Engine:
         self.failures: list[str] = []
         self.compensations: list[TaskRecord] = []
         self.store_error: str | None = None
+        # Whether the run's record is in the store: True; False, not yet (a new run); None,
+        # the store refused it. A new run's record is stored by a job queued behind the
+        # first tasks, so they start without waiting for it (a 10,000-task spec takes some
+        # 15-25 ms to dump and copy); until then "running" checkpoints wait in ``early``,
+        # and any other write stores the run first (checkpoints of finished tasks included).
+        self.run_stored: bool | None = stored
+        self.early: list[TaskRecord] = []
+        self.storing = anyio.Lock()
         self.tg: Any = None
         # Workers: jobs ready to run, events of idle workers, workers woken or spawned that
         # have not looked at the queue yet, jobs running, and whether no job can come any more.
@@ -218,6 +228,9 @@ class _Engine:
                     for i, n in enumerate(self.remaining):
                         if n == 0 and state[i] == "pending":
                             self._make_ready(i)
+                    if self.run_stored is False:  # behind every task ready now
+                        self.seq += 1
+                        heapq.heappush(self.jobs, (math.inf, self.seq, self._store_run_job, ()))
                     self._supply(0)
                 outer.cancel_scope.cancel()
             status = self._status()
@@ -253,6 +266,8 @@ class _Engine:
 
     async def _finish(self, status: RunStatus) -> WorkflowResult:
         run = self.run
+        if self.run_stored is False:  # ended before the job that stores it ran (cancelled at once)
+            await self._store_run()
         ids, records = self.graph.ids, self.records
         tasks: dict[str, TaskRecord]
         # (``None in records`` would compare every record to None with pydantic's __eq__;
@@ -283,7 +298,8 @@ class _Engine:
         elif status != "succeeded":
             run.error = self.stop_reason
         try:
-            await self.store.update_run(run)
+            if self.run_stored:  # (never a run the store refused: the id may be another run's)
+                await self.store.update_run(run)
         except Exception as exc:
             if self.store_error is None:  # the run itself went well; only its record failed
                 run.status = status = "failed"
@@ -324,8 +340,49 @@ class _Engine:
     def _store_name(self) -> str:
         return self.kernel.settings.taskloom.store or type(self.store).__name__
 
+    async def _store_run_job(self) -> None:
+        await self._store_run()
+
+    async def _store_run(self) -> bool:
+        """Store the new run's record, once (the first caller does it, shielded; later ones
+        wait for it), then the "running" checkpoints that waited for it; False when the store
+        refused the run."""
+        async with self.storing:
+            if self.run_stored is False:
+                with anyio.CancelScope(shield=True):
+                    await self._create_run()
+        return self.run_stored is True
+
+    async def _create_run(self) -> None:
+        run = self.run
+        try:
+            with self.run_heap.lasting():  # (the spec as stored lives to the run's end)
+                spec = self.spec.to_dict()
+            assign(run, spec=spec)
+            await self.store.create_run(run)
+        except Exception as exc:
+            self.run_stored = None
+            self.early.clear()
+            self.store_error = f"the run store ({self._store_name()}) could not record run {run.id!r}: {_describe(exc)}"
+            self._stop("failed", self.store_error)
+            return
+        early, self.early = self.early, []
+        for record in early:  # (those that finished meanwhile wait to save their final state)
+            if record.state == "running" and not await self._put(record):
+                break
+        self.run_stored = True
+
     async def _save(self, record: TaskRecord) -> bool:
         """Checkpoint ``record``; on a store error, stop the run (once) and return False."""
+        if self.run_stored is not True:
+            if self.run_stored is False and record.state == "running" and record.compensation_of is None:
+                self.early.append(record)  # saved when the run is
+                return True
+            if not await self._store_run():
+                return False
+        return await self._put(record)
+
+    async def _put(self, record: TaskRecord) -> bool:
         try:
             await self.store.save_task(record)
         except Exception as exc:
@@ -519,7 +576,7 @@ class _Engine:
             spec = build(TaskSpec,
                 run_id=self.run.id, task_id=record.task_id, attempt=record.attempts, agent=agent,
                 escalation_reason=last.stop_reason if last else None, previous_error=last.error if last else None,
-                prompt=record.prompt or "", timeout=task.timeout, user=self.user, workflow=self.spec.name,
+                prompt=record.prompt or "", timeout=task.timeout, resources=task.resources, user=self.user, workflow=self.spec.name,
                 budget_usd_left=str(budget.remaining_usd) if budget is not None and budget.usd is not None else None,
                 budget_tokens_left=budget.tokens - budget.spent_tokens if budget is not None and budget.tokens is not None else None,
             )  # fmt: skip
