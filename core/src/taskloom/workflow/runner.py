@@ -114,7 +114,8 @@ async def resume_workflow(
     if run is None:
         raise RunNotResumable(
             f"no run {run_id!r} in the run store ({store_name}); check the id printed by `taskloom run` "
-            "(runs in the memory store do not outlive their process)"
+            "(runs in the memory store do not outlive their process; a run killed as its first tasks "
+            "started was not stored yet and finished nothing: run it again)"
         )
     if run.status == "succeeded":
         raise RunNotResumable(f"run {run_id!r} ({run.workflow}) already succeeded; there is nothing to resume")
