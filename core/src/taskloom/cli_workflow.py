@@ -81,7 +81,10 @@ def _show(result: Any) -> None:
     if result.run.error and result.status != "succeeded":
         click.echo(f"reason: {result.run.error}", err=True)
     if result.status not in ("succeeded",):
-        click.echo(f"resume with: taskloom resume {result.run_id}", err=True)
+        if result.stored:
+            click.echo(f"resume with: taskloom resume {result.run_id}", err=True)
+        else:
+            click.echo("the run store did not record this run: run it again once the store works", err=True)
 
 
 def _finish(ctx: click.Context, result: Any, as_json: bool) -> None:

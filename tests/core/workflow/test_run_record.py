@@ -1,13 +1,18 @@
 """When a new run's record reaches the run store: after its first tasks have started, before
-any task's result is saved; what the store refuses stops the run without touching the run
-it may collide with; a run cancelled before its record was stored is still recorded."""
+any task's result is saved; a taken run id is refused before any task runs; a store that
+refuses the run stops it and nothing is written; a run cancelled before its record was
+stored is still recorded."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from click.testing import CliRunner
+from taskloom.cli import main
+from taskloom.errors import ConfigError
 from taskloom.kernel import Kernel
 from taskloom.records import RunRecord, TaskRecord
 from taskloom.workflow import Workflow, resume_workflow, run_workflow
@@ -92,24 +97,72 @@ async def test_a_task_finishing_before_the_run_is_stored_saves_after_it(
     assert {r.state for r in await kernel.store.get_tasks(result.run_id)} == {"succeeded"}
 
 
-async def test_a_run_the_store_refuses_fails_and_leaves_the_run_it_collides_with_alone(
+async def test_a_taken_run_id_is_refused_before_any_task_runs(make_kernel: Any, tracked: TrackingProvider) -> None:
+    kernel = make_kernel({"t": {"provider": "tracking"}})
+    first = await run_workflow(kernel, _wf().build(), run_id="mine")
+    assert first.ok, first.run.error
+    before = await kernel.store.get_run("mine")
+    tasks_before = sorted((r.task_id, r.state, r.attempts) for r in await kernel.store.get_tasks("mine"))
+    calls = len(tracked.prompts)
+
+    with pytest.raises(ConfigError) as info:
+        await run_workflow(kernel, _wf().build(), run_id="mine")
+    message = str(info.value)
+    assert "run id 'mine' is taken" in message and "(memory)" in message and "(w, succeeded)" in message
+    assert "--run-id" in message and "taskloom resume mine" in message
+    assert len(tracked.prompts) == calls, "no task ran"
+    assert (await kernel.store.get_run("mine")) == before
+    assert sorted((r.task_id, r.state, r.attempts) for r in await kernel.store.get_tasks("mine")) == tasks_before
+
+
+async def test_a_run_the_store_refuses_fails_with_the_store_named_and_writes_nothing(
     make_kernel: Any, tracked: TrackingProvider
 ) -> None:
     kernel = make_kernel({"t": {"provider": "tracking"}})
-    first = await run_workflow(kernel, _wf().build())
-    assert first.ok, first.run.error
-    before = await kernel.store.get_run(first.run_id)
-    tasks_before = sorted((r.task_id, r.state, r.attempts) for r in await kernel.store.get_tasks(first.run_id))
+    log = _log_store(kernel, tracked)
 
-    again = await run_workflow(kernel, _wf().build(), run_id=first.run_id)
-    assert again.status == "failed"
-    assert again.run.error is not None
-    assert f"could not record run {first.run_id!r}" in again.run.error and "already exists" in again.run.error
-    assert "memory" in again.run.error, "the error names the store"
-    assert (await kernel.store.get_run(first.run_id)) == before, "the existing run is not overwritten"
-    tasks_after = sorted((r.task_id, r.state, r.attempts) for r in await kernel.store.get_tasks(first.run_id))
-    assert tasks_after == tasks_before, "no checkpoint of the refused run went into the existing one"
-    assert again.tasks["next"].state == "pending", "nothing built on results that could not be saved"
+    async def refuse(run: RunRecord) -> None:
+        log.append(("create", len(tracked.prompts)))
+        raise OSError(28, "No space left on device")
+
+    kernel.store.create_run = refuse  # type: ignore[method-assign]
+    result = await run_workflow(kernel, _wf().build(), run_id="full-disk")
+    assert result.status == "failed" and not result.stored
+    assert result.run.error is not None
+    assert "the run store (memory) could not record run 'full-disk'" in result.run.error
+    assert "No space left on device" in result.run.error
+    assert [entry[0] for entry in log] == ["create"], "no checkpoint and no final update without the run"
+    assert await kernel.store.get_run("full-disk") is None
+    assert await kernel.store.get_tasks("full-disk") == []
+    assert result.tasks["next"].state == "pending", "nothing built on results that could not be saved"
+    assert {result.tasks[t].state for t in ("long", "short")} <= {"interrupted", "failed"}
+
+
+def test_the_cli_does_not_offer_to_resume_a_run_the_store_did_not_record(
+    tmp_path: Path, wf_plugin: WfTestPlugin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from taskloom.builtin.memory_store import MemoryStore
+
+    async def refuse(self: MemoryStore, run: RunRecord) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(MemoryStore, "create_run", refuse)
+    config = tmp_path / "taskloom.toml"
+    config.write_text(
+        '[taskloom]\nstore = "memory"\ncache = "none"\nplugins = ["scripted", "memory-store", "local-executor", '
+        '"prices", "wf-test"]\n[models.m]\nprovider = "scripted"\n',
+        encoding="utf-8",
+    )
+    flow = tmp_path / "w.toml"
+    flow.write_text(
+        '[workflow]\nname = "w"\n[agents.a]\nmodel = "m"\n[[tasks]]\nid = "one"\nagent = "a"\nprompt = "hi"\n',
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(main, ["--config", str(config), "run", str(flow)])
+    assert result.exit_code == 1, result.output
+    assert "could not record run" in result.output and "No space left on device" in result.output
+    assert "resume with" not in result.output
+    assert "did not record this run: run it again" in result.output
 
 
 async def test_a_run_cancelled_before_its_record_was_stored_is_recorded_interrupted(

@@ -23,6 +23,9 @@ class WorkflowResult:
     """Every task of the normal flow, in file order (``pending`` if it never started)."""
     compensations: list[TaskRecord] = field(default_factory=list)
     """Compensation runs, in the order they ran."""
+    stored: bool = True
+    """Whether the run is in the run store (so ``resume`` can finish it): False when the
+    store refused to record it."""
 
     @property
     def run_id(self) -> str:

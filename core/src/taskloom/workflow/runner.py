@@ -89,6 +89,8 @@ async def run_workflow(
             spec = load_workflow(spec)
         graph = check_workflow(spec, kernel)
         values = spec.resolve_inputs(inputs)
+        if run_id is not None:  # a name the caller chose may be taken: refuse it before any task runs
+            await _check_free(kernel, spec, run_id)
         run_id = run_id or new_run_id()
         user = kernel.settings.taskloom.user
         kernel.check(Action(kind="run", metadata=RequestMeta(run_id=run_id, user=user)))
@@ -99,6 +101,17 @@ async def run_workflow(
         engine = _Engine(kernel, spec, graph, run, budget, {}, stored=False, heap=heap)
         heap.settle()
         return await engine.execute(handle_signals)
+
+
+async def _check_free(kernel: Kernel, spec: WorkflowSpec, run_id: str) -> None:
+    taken = await kernel.store.get_run(run_id)
+    if taken is not None:
+        store = kernel.settings.taskloom.store or type(kernel.store).__name__
+        raise ConfigError(
+            f"{spec.where}: run id {run_id!r} is taken: the run store ({store}) has run {run_id!r} "
+            f"({taken.workflow}, {taken.status}); choose another --run-id, or finish that run with "
+            f"`taskloom resume {run_id}`"
+        )
 
 
 async def resume_workflow(
@@ -308,7 +321,9 @@ class _Engine:
             run.error = f"{run.error}; {note}" if run.error else note
             self.store_error = self.store_error or note
         self._emit("run.finish", None, {"status": status, "usage": usage, "cost": cost, "error": run.error})
-        return WorkflowResult(run=run.model_copy(), tasks=tasks, compensations=list(self.compensations))
+        return WorkflowResult(
+            run=run.model_copy(), tasks=tasks, compensations=list(self.compensations), stored=self.run_stored is True
+        )
 
     async def _watch_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
