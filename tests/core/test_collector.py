@@ -133,3 +133,41 @@ def test_hands_off_when_the_application_froze_or_disabled_it_or_the_setting_says
         assert gc.isenabled()
         heap.settle()
         assert gc.get_freeze_count() == 0
+
+
+def test_what_a_lasting_block_builds_is_built_without_collections_and_frozen(nothing_frozen: None) -> None:
+    collections: list[int] = []
+
+    def note(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collections.append(info["generation"])
+
+    with collector.RunHeap() as heap:
+        heap.settle()
+        before = gc.get_freeze_count()
+        gc.callbacks.append(note)
+        try:
+            with heap.lasting():
+                assert not gc.isenabled()
+                kept = [[n] for n in range(20_000)]  # far past the young threshold
+        finally:
+            gc.callbacks.remove(note)
+        assert collections == [], "no collection walked them while they were built"
+        assert gc.isenabled()
+        assert gc.get_freeze_count() >= before + len(kept), "frozen with the rest for the run"
+    assert gc.get_freeze_count() == 0 and gc.isenabled()
+
+
+def test_a_lasting_block_leaves_the_collector_alone_where_the_heap_froze_nothing(nothing_frozen: None) -> None:
+    unentered = collector.RunHeap()  # (as the engine's for a resumed run's own record)
+    with unentered.lasting():
+        assert gc.isenabled()
+    assert gc.get_freeze_count() == 0
+    gc.freeze()  # the application's own freeze: the heap keeps its hands off
+    frozen = gc.get_freeze_count()
+    with collector.RunHeap() as heap:
+        heap.settle()
+        with heap.lasting():
+            assert gc.isenabled()
+            made = [[n] for n in range(100)]
+        assert gc.get_freeze_count() == frozen and len(made) == 100
