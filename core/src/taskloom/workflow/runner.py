@@ -103,12 +103,16 @@ async def run_workflow(
         return await engine.execute(handle_signals)
 
 
+def _store_name(kernel: Kernel) -> str:
+    """The active run store as errors name it: its configured name, else its class."""
+    return kernel.settings.taskloom.store or type(kernel.store).__name__
+
+
 async def _check_free(kernel: Kernel, spec: WorkflowSpec, run_id: str) -> None:
     taken = await kernel.store.get_run(run_id)
     if taken is not None:
-        store = kernel.settings.taskloom.store or type(kernel.store).__name__
         raise ConfigError(
-            f"{spec.where}: run id {run_id!r} is taken: the run store ({store}) has run {run_id!r} "
+            f"{spec.where}: run id {run_id!r} is taken: the run store ({_store_name(kernel)}) has run {run_id!r} "
             f"({taken.workflow}, {taken.status}); choose another --run-id, or finish that run with "
             f"`taskloom resume {run_id}`"
         )
@@ -123,7 +127,7 @@ async def resume_workflow(
     """
     store = kernel.store
     run = await store.get_run(run_id)
-    store_name = kernel.settings.taskloom.store or type(store).__name__
+    store_name = _store_name(kernel)
     if run is None:
         raise RunNotResumable(
             f"no run {run_id!r} in the run store ({store_name}); check the id printed by `taskloom run` "
@@ -317,7 +321,7 @@ class _Engine:
         except Exception as exc:
             if self.store_error is None:  # the run itself went well; only its record failed
                 run.status = status = "failed"
-            note = f"the run store ({self._store_name()}) could not save the run's final status: {_describe(exc)}"
+            note = f"the run store ({_store_name(self.kernel)}) could not save the run's final status: {_describe(exc)}"
             run.error = f"{run.error}; {note}" if run.error else note
             self.store_error = self.store_error or note
         self._emit("run.finish", None, {"status": status, "usage": usage, "cost": cost, "error": run.error})
@@ -353,9 +357,6 @@ class _Engine:
         if record.cost is not _NO_COST:
             self.totals.add_cost(record.cost)
 
-    def _store_name(self) -> str:
-        return self.kernel.settings.taskloom.store or type(self.store).__name__
-
     async def _store_run_job(self) -> None:
         await self._store_run()
 
@@ -379,7 +380,9 @@ class _Engine:
         except Exception as exc:
             self.run_stored = None
             self.early.clear()
-            self.store_error = f"the run store ({self._store_name()}) could not record run {run.id!r}: {_describe(exc)}"
+            self.store_error = (
+                f"the run store ({_store_name(self.kernel)}) could not record run {run.id!r}: {_describe(exc)}"
+            )
             self._stop("failed", self.store_error)
             return
         early, self.early = self.early, []
@@ -404,7 +407,7 @@ class _Engine:
         except Exception as exc:
             if self.store_error is None:
                 self.store_error = (
-                    f"the run store ({self._store_name()}) failed while saving task {record.task_id!r} "
+                    f"the run store ({_store_name(self.kernel)}) failed while saving task {record.task_id!r} "
                     f"({record.state}): {_describe(exc)}"
                 )
                 self._stop("failed", self.store_error)
