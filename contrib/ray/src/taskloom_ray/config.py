@@ -25,6 +25,12 @@ class RayConfig(BaseModel):
         '"actors": a pool of async Ray actors that keep kernels, providers and loaded models warm.',
     )
     actors: int = Field(2, ge=1, description='Actors in the pool (mode = "actors").')
+    transport: Literal["channels", "calls"] = Field(
+        "channels",
+        description='How attempts and outcomes travel between the driver and the actors (mode = "actors"): '
+        '"channels": Ray\'s shared-memory channels, polled while attempts run (the lowest latency; an actor '
+        'where they cannot be set up, e.g. through Ray Client, uses calls); "calls": one Ray actor call per batch.',
+    )
     actor_concurrency: int = Field(64, ge=1, description="Attempts one actor runs at once (async actor).")
     restart_timeout: float = Field(
         120.0, gt=0, description="Seconds to wait for Ray to restart a dead actor when no other actor is alive."

@@ -37,9 +37,10 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from taskloom.workflow.executor import TaskOutcome, TaskSpec
 
+from . import channels
 from .config import RayConfig
 from .errors import RayClusterError, RemoteTaskError, WorkerLost
-from .worker import worker_config
+from .worker import IDLE, worker_config
 
 # Ray's switch for clusters of several machines; off, a head node binds to loopback.
 LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -77,6 +78,8 @@ class RayExecutor:
     """Executor ``ray``: one Ray task per attempt, or a pool of warm async actors."""
 
     name = "ray"
+    # Seconds an actor goes on polling its channels with nothing to run (see KernelActor).
+    actor_idle = IDLE
 
     def __init__(self, settings: Settings, config: RayConfig | None = None) -> None:
         self.settings = settings
@@ -101,6 +104,11 @@ class RayExecutor:
         self._waiting: list[dict[int, asyncio.Future[tuple[str, Any]]]] = []
         self._outgoing: list[list[tuple[int, dict[str, Any]]]] = []
         self._calls: list[int] = []  # exchange calls not answered yet
+        # Channels transport, per actor: the link with its instance (None: calls), the task
+        # polling it; and the actor on this node that stands for the driver as a reader.
+        self._links: list[channels.DriverLink | None] = []
+        self._pumps: list[asyncio.Task[None] | None] = []
+        self._proxy: Any = None
         self._keys = itertools.count()
         self._flush_pending = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -195,7 +203,7 @@ class RayExecutor:
                 **extra,
             )
             self._actors = [
-                actor_class.remote(self._config_key, self._config_data, cfg.actor_concurrency)
+                actor_class.remote(self._config_key, self._config_data, cfg.actor_concurrency, self.actor_idle)
                 for _ in range(cfg.actors)
             ]
             self._load = [0] * cfg.actors
@@ -203,6 +211,15 @@ class RayExecutor:
             self._waiting = [{} for _ in range(cfg.actors)]
             self._outgoing = [[] for _ in range(cfg.actors)]
             self._calls = [0] * cfg.actors
+            self._links = [None] * cfg.actors
+            self._pumps = [None] * cfg.actors
+            if self._use_channels():
+                self._proxy = _driver_proxy(ray, worker.DriverProxy)
+
+    def _use_channels(self) -> bool:
+        """Channels need the driver to be a worker of the cluster, which a Ray Client is not."""
+        address = self.config.address or ""
+        return self.config.transport == "channels" and not address.startswith("ray://")
 
     # ------------------------------------------------------------------ resources
 
@@ -302,6 +319,12 @@ class RayExecutor:
         a poll (an empty batch) to an actor that runs attempts but has no call waiting."""
         self._flush_pending = False
         for index, batch in enumerate(self._outgoing):
+            link = self._links[index]
+            if link is not None:
+                if batch:
+                    self._outgoing[index] = []
+                    self._send(index, link, batch)
+                continue
             if not batch and (self._calls[index] or not self._waiting[index]):
                 continue
             self._outgoing[index] = []
@@ -321,25 +344,123 @@ class RayExecutor:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            if self._instance[index] == instance:
-                self._instance[index] = None
-                self._calls[index] = 0
-                self._fail_waiting(index, _lost_reason(exc))
-                self._spawn(self._connect(index))
+            self._lose(index, instance, _lost_reason(exc))
             return
         if self._instance[index] != instance:
             return
         self._calls[index] -= 1
+        self._deliver(index, finished)
         waiting = self._waiting[index]
-        for key, status, payload in finished:
-            future = waiting.pop(key, None)
-            if future is not None and not future.done():
-                future.set_result((status, payload))
         if waiting and not self._calls[index] and not self._flush_pending:
             # Attempts still run there: keep a poll waiting. It waits the same turns, so
             # the dependants of this answer's outcomes go with it, not in a call of their own.
             self._flush_pending = True
             asyncio.get_running_loop().call_soon(self._flush_later, _FLUSH_TICKS)
+
+    def _deliver(self, index: int, finished: list[tuple[int, str, Any]]) -> None:
+        """Hand each outcome to the attempt waiting for it."""
+        waiting = self._waiting[index]
+        for key, status, payload in finished:
+            future = waiting.pop(key, None)
+            if future is not None and not future.done():
+                future.set_result((status, payload))
+
+    def _lose(self, index: int, instance: str, reason: str) -> None:
+        """Actor ``index``'s instance died (or was restarted): every attempt sent to it is
+        lost and fails as transient; the actor is used again once Ray restarted it."""
+        if self._instance[index] != instance:
+            return  # known already
+        self._instance[index] = None
+        self._calls[index] = 0
+        self._drop_link(index)
+        self._fail_waiting(index, reason)
+        self._spawn(self._connect(index))
+
+    # ------------------------------------------------------------------ channels transport
+
+    def _send(self, index: int, link: channels.DriverLink, batch: list[tuple[int, dict[str, Any]]]) -> None:
+        """Write a batch to the actor's channel; to an actor that stopped polling, ring its
+        doorbell (a Ray call) with the batch instead."""
+        if link.awake:
+            link.send(batch)
+        else:
+            link.awake = True
+            self._ring(index, batch)
+        self._ensure_pump(index, link)
+
+    def _ring(self, index: int, batch: list[tuple[int, dict[str, Any]]]) -> None:
+        instance = self._instance[index]
+        if instance is not None:
+            self._spawn(self._call(index, instance, self._actors[index].wake.remote(instance, batch)))
+
+    async def _call(self, index: int, instance: str, ref: Any) -> None:
+        """Await a call that answers nothing (a doorbell, the watch): its failure means the
+        actor's instance is gone."""
+        try:
+            await ref
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._lose(index, instance, _lost_reason(exc))
+
+    def _ensure_pump(self, index: int, link: channels.DriverLink) -> None:
+        pump = self._pumps[index]
+        if pump is None or pump.done():
+            assert self._loop is not None
+            self._pumps[index] = pump = self._loop.create_task(self._pump(index, link))
+            self._background.add(pump)
+            pump.add_done_callback(self._background.discard)
+
+    async def _pump(self, index: int, link: channels.DriverLink) -> None:
+        """Poll the actor's channel while it polls ours: hand over the outcomes it wrote,
+        write what waits for it. Ends when the actor says it stopped polling and has read
+        everything sent (else its doorbell is rung), or when the link is dropped."""
+        backoff = channels.Backoff()
+        while self._links[index] is link:
+            try:
+                message = link.receive()
+                active = link.flush()
+            except Exception as exc:  # the actor's end died with it
+                instance = self._instance[index]
+                if instance is not None:
+                    self._lose(index, instance, type(exc).__name__)
+                return
+            if message is not None:
+                finished, asleep = message
+                self._deliver(index, finished)
+                active = True
+                if asleep is not None:
+                    if asleep == link.sent and not link.pending:
+                        link.awake = False
+                        return
+                    self._ring(index, [])  # it stopped before reading our last batch
+            if active:
+                backoff.reset()
+            await asyncio.sleep(backoff.next())
+
+    async def _open_link(self, index: int, instance: str) -> channels.DriverLink:
+        """Set up the two channels with actor ``index``'s ``instance``; it starts polling."""
+        import ray
+
+        actor = self._actors[index]
+        here = ray.get_runtime_context().get_node_id()
+        node, outbox = await actor.open_channel.remote(instance, self._proxy, here, channels.CHANNEL_BYTES)
+        await anyio.to_thread.run_sync(outbox.ensure_registered_as_reader)
+        inbox = await anyio.to_thread.run_sync(channels.to_actor, actor, node)
+        link = channels.DriverLink(inbox, outbox)
+        try:
+            await actor.attach.remote(instance, inbox)
+        except BaseException:
+            link.close()
+            raise
+        return link
+
+    def _drop_link(self, index: int) -> None:
+        link, self._links[index] = self._links[index], None
+        if link is not None:
+            link.close()
+
+    # ------------------------------------------------------------------ attempts given up
 
     def _abandon(self, index: int, key: int) -> None:
         self._waiting[index].pop(key, None)
@@ -348,6 +469,9 @@ class RayExecutor:
             if queued == key:  # not sent yet
                 del outgoing[position]
                 return
+        link = self._links[index]
+        if link is not None and link.drop(key):  # not written yet
+            return
         instance = self._instance[index]
         if instance is not None:
             try:
@@ -368,6 +492,8 @@ class RayExecutor:
             for index in range(len(self._actors)):  # what waited on the old loop died with it
                 self._instance[index] = None
                 self._waiting[index], self._outgoing[index] = {}, []
+                self._drop_link(index)
+                self._pumps[index] = None
                 self._spawn(self._connect(index))
         return loop
 
@@ -385,16 +511,42 @@ class RayExecutor:
                 future.set_result(("lost", reason))
 
     async def _connect(self, index: int) -> None:
-        """Learn which instance of actor ``index`` Ray runs (at start, and after a restart)."""
+        """Learn which instance of actor ``index`` Ray runs (at start, and after a restart),
+        and set up the channels with it."""
+        from ray.exceptions import RayActorError
+
+        actor = self._actors[index]
         while True:
             try:
-                instance = await self._actors[index].hello.remote()
-                break
+                instance = await actor.hello.remote()
             except Exception as exc:  # (re)starting
                 log.debug("taskloom-ray: actor %d not ready: %s", index, exc)
                 await asyncio.sleep(0.1)
+                continue
+            link = None
+            if self._proxy is not None:
+                try:
+                    link = await self._open_link(index, instance)
+                except RayActorError as exc:  # it died meanwhile: start again with its next instance
+                    log.debug("taskloom-ray: actor %d died while connecting: %s", index, exc)
+                    continue
+                except Exception as exc:
+                    log.warning(
+                        "taskloom-ray: Ray's channels with actor %d could not be set up (%s: %s); its "
+                        "attempts go by Ray calls instead, one per batch (slower). Set [plugins.ray] "
+                        'transport = "calls" to skip trying',
+                        index,
+                        type(exc).__name__,
+                        exc,
+                    )
+            break
+        if link is not None:
+            self._spawn(self._call(index, instance, actor.watch.remote(instance)))
         self._instance[index] = instance
         self._calls[index] = 0
+        self._links[index] = link
+        if link is not None:
+            self._ensure_pump(index, link)
         if self._outgoing[index] or self._waiting[index]:
             self._flush()
 
@@ -437,17 +589,30 @@ class RayExecutor:
     def _close_sync(self) -> None:
         import ray
 
-        for actor in self._actors:
+        for index in range(len(self._links)):
+            self._drop_link(index)
+        for actor in [*self._actors, *([self._proxy] if self._proxy is not None else [])]:
             try:
                 ray.kill(actor)
             except Exception as exc:  # already dead
                 log.debug("taskloom-ray: ray.kill failed: %s", exc)
         self._actors, self._load, self._instance, self._options = [], [], [], {}
         self._waiting, self._outgoing, self._calls = [], [], []
+        self._links, self._pumps, self._proxy = [], [], None
         self._remote = self._config_ref = None
         if self._owns_cluster and ray.is_initialized():
             ray.shutdown()
         self._owns_cluster = False
+
+
+def _driver_proxy(ray: Any, proxy_class: type) -> Any:
+    """The actor that stands for the driver as the reader of the actors' channels: on this
+    node, taking no CPU."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = ray.get_runtime_context().get_node_id()
+    strategy = NodeAffinitySchedulingStrategy(node_id=here, soft=False)
+    return ray.remote(proxy_class).options(num_cpus=0, max_restarts=-1, scheduling_strategy=strategy).remote()
 
 
 def _remote_error(spec: TaskSpec, cause: str) -> RemoteTaskError:

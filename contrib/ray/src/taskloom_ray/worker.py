@@ -13,6 +13,7 @@ when it starts.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 import uuid
@@ -24,6 +25,8 @@ from taskloom.eventloop import has_precise_timers, make_precise, new_event_loop
 
 if TYPE_CHECKING:
     from taskloom.kernel import Kernel
+
+log = logging.getLogger(__name__)
 
 _kernels: dict[str, Kernel] = {}
 _kernel_lock = threading.Lock()
@@ -113,6 +116,18 @@ def run_task(key: str, config: dict[str, Any] | list[Any], spec_data: dict[str, 
         raise
 
 
+# Seconds an actor goes on polling its channels with no attempt to run.
+IDLE = 0.5
+
+
+class DriverProxy:
+    """An empty actor on the driver's node: it stands for the driver as the reader of the
+    actors' outcome channels (Ray's channels are read by actors)."""
+
+    def ready(self) -> bool:
+        return True
+
+
 class StaleActorError(RuntimeError):
     """A call meant for an actor that Ray has restarted since: its attempts died with it."""
 
@@ -132,7 +147,7 @@ class KernelActor:
     :class:`StaleActorError`, so an attempt is never run by an instance the driver no
     longer waits on."""
 
-    def __init__(self, key: str, config: dict[str, Any], concurrency: int = 64) -> None:
+    def __init__(self, key: str, config: dict[str, Any], concurrency: int = 64, idle: float = IDLE) -> None:
         self.key = key
         self.config = config
         self.instance = uuid.uuid4().hex
@@ -143,6 +158,14 @@ class KernelActor:
         self._done: list[tuple[int, str, Any]] = []
         self._wake: asyncio.Event | None = None
         self._polling = False  # an exchange call is waiting for outcomes
+        # Channels (see taskloom_ray.channels): the two ends, the task polling them, the
+        # seq of the last message read, and how long to go on polling with nothing to do.
+        self._inbox: Any = None
+        self._outbox: Any = None
+        self._poller: asyncio.Task[None] | None = None
+        self._read_seq = 0
+        self._idle = idle
+        self._watch: asyncio.Event | None = None
 
     def _check(self, instance: str) -> None:
         if instance != self.instance:
@@ -163,15 +186,7 @@ class KernelActor:
         A call that arrives while another waits answers at once (with what finished, maybe
         nothing), so the driver never has more than one call waiting here."""
         self._check(instance)
-        if batch:
-            if self._slots is None:
-                self._slots = asyncio.Semaphore(self._concurrency)
-            loop = asyncio.get_running_loop()
-            for key, spec_data in batch:
-                if key in self._cancelled:
-                    self._cancelled.discard(key)
-                    continue
-                self._running[key] = loop.create_task(self._attempt(key, spec_data))
+        self._start(batch)
         if not self._done and not self._polling:
             if self._wake is None:
                 self._wake = asyncio.Event()
@@ -184,6 +199,19 @@ class KernelActor:
                 self._polling = False
         done, self._done = self._done, []
         return done
+
+    def _start(self, batch: list[tuple[int, dict[str, Any]]]) -> None:
+        """Start each attempt of ``batch`` as an asyncio task (unless cancelled already)."""
+        if not batch:
+            return
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self._concurrency)
+        loop = asyncio.get_running_loop()
+        for key, spec_data in batch:
+            if key in self._cancelled:
+                self._cancelled.discard(key)
+                continue
+            self._running[key] = loop.create_task(self._attempt(key, spec_data))
 
     async def _attempt(self, key: int, spec_data: dict[str, Any]) -> None:
         assert self._slots is not None
@@ -198,8 +226,94 @@ class KernelActor:
             item = (key, "error", f"{type(exc).__name__}: {exc}")
         self._running.pop(key, None)
         self._done.append(item)
+        if self._inbox is not None:
+            try:
+                self._send_done()  # now, not at the next poll, if the driver read the last message
+            except Exception as exc:  # the poller sees it too and stops
+                log.debug("taskloom-ray: writing an outcome to the driver's channel failed: %s", exc)
         if self._wake is not None:
             self._wake.set()
+
+    # ------------------------------------------------------------------ channels
+
+    async def open_channel(self, instance: str, proxy: Any, driver_node: str, size: int) -> tuple[str, Any]:
+        """Make the channel this instance writes outcomes to (read by the driver, ``proxy``
+        standing for it on node ``driver_node``); answer this actor's node id and the channel."""
+        import ray
+
+        from . import channels
+
+        self._check(instance)
+        self._outbox = await asyncio.to_thread(channels.to_driver, proxy, driver_node, size)
+        return ray.get_runtime_context().get_node_id(), self._outbox
+
+    async def attach(self, instance: str, inbox: Any) -> None:
+        """Take the channel the driver writes attempts to, and start polling it."""
+        self._check(instance)
+        await asyncio.to_thread(inbox.ensure_registered_as_reader)
+        self._inbox = inbox
+        self._start_polling()
+
+    async def wake(self, instance: str, batch: list[tuple[int, dict[str, Any]]]) -> None:
+        """The driver's doorbell, rung after this actor said it stopped polling: start the
+        attempts of ``batch`` and poll the channels again."""
+        self._check(instance)
+        self._start(batch)
+        self._start_polling()
+
+    async def watch(self, instance: str) -> None:
+        """A call that stays open while this instance lives, so that the driver learns of
+        its death (the call fails) without a call per batch. A newer watch ends the older."""
+        self._check(instance)
+        if self._watch is not None:
+            self._watch.set()
+        self._watch = event = asyncio.Event()
+        await event.wait()
+
+    def _start_polling(self) -> None:
+        if self._inbox is not None and (self._poller is None or self._poller.done()):
+            self._poller = asyncio.get_running_loop().create_task(self._poll())
+
+    def _send_done(self) -> bool:
+        from . import channels
+
+        if not self._done or not channels.try_write(self._outbox, (self._done, None)):
+            return False
+        self._done = []
+        return True
+
+    async def _poll(self) -> None:
+        """Read the driver's batches and write the finished attempts until nothing has run
+        for ``idle`` seconds; then tell the driver so (with the seq of the last batch read)
+        and stop: the driver rings :meth:`wake` with its next batch. A channel the driver
+        closed (or whose reader died) stops it too."""
+        from . import channels
+
+        loop = asyncio.get_running_loop()
+        backoff = channels.Backoff()
+        busy_at = loop.time()
+        try:
+            while True:
+                message = channels.try_read(self._inbox)
+                active = message is not None
+                if message is not None:
+                    self._read_seq, batch = message
+                    self._start(batch)
+                active = self._send_done() or active
+                if active or self._running or self._done:
+                    busy_at = loop.time()
+                elif loop.time() - busy_at >= self._idle and channels.try_write(self._outbox, ([], self._read_seq)):
+                    return
+                if active:
+                    backoff.reset()
+                await asyncio.sleep(backoff.next())
+        except Exception as exc:  # closed by the driver, or its end died
+            self._inbox = None
+            log.debug("taskloom-ray: actor stops polling its channels: %s", exc)
+
+    async def polls(self) -> bool:
+        """Whether this actor polls its channels now (it stops after ``idle`` seconds with nothing to run)."""
+        return self._poller is not None and not self._poller.done()
 
     async def cancel(self, instance: str, keys: list[int]) -> None:
         """Cancel these attempts (the driver gave up on them: timeout, fail-fast, Ctrl-C)."""
@@ -221,4 +335,4 @@ class KernelActor:
         return has_precise_timers(asyncio.get_running_loop())
 
 
-__all__ = ["KernelActor", "StaleActorError", "kernel_for", "run_attempt", "run_task", "worker_config"]
+__all__ = ["DriverProxy", "KernelActor", "StaleActorError", "kernel_for", "run_attempt", "run_task", "worker_config"]
