@@ -9,19 +9,23 @@ the agent loop, the outcome comes back and is checkpointed in the driver's memor
 The local cluster gets many logical CPUs (``--cpus``, default 64) on however many cores the
 machine has: the tasks sleep, so they need no core while they wait.
 
-Prints, for ``--mode actors`` (async actors, default) and ``tasks`` (one Ray task per attempt):
+Prints, for ``--mode actors`` (async actors, attempts and outcomes through Ray's channels;
+the default), ``calls`` (the same actors, one Ray call per batch: ``transport = "calls"``)
+and ``tasks`` (one Ray task per attempt):
 * makespan / critical path of the 1k DAG: the median of ``--runs`` runs (default 5) after a
   warm-up run that starts the workers, with the CPU time the driver and the actors used
   per attempt;
 * per-task executor overhead: a chain of zero-duration tasks (each needs the one before)
   on Ray minus the same chain on the local executor, divided by its length: the latency
-  one attempt adds by going through Ray (submit, serialise, run on the worker, return).
+  one attempt adds by going through Ray (submit, serialise, run on the worker, return);
+* in the actor modes, the CPU the driver and the actors use per second while one attempt
+  waits 2 s, and while nothing runs;
 * beside each mode, the share of CPU time the hypervisor gave to other guests meanwhile
   (``steal`` in /proc/stat; see ``benchmarks/dag.py``).
 
-Last line: ``ray_dag1k_ratio=<R> ray_overhead_ms_per_task=<N>`` (for ``--mode``).
+Last line: ``ray_dag1k_ratio=<R> ray_overhead_ms_per_task=<N>`` (for ``actors``, or the one ``--mode``).
 
-    python benchmarks/ray.py [--seed 7] [--mode actors|tasks|both] [--cpus 64]
+    python benchmarks/ray.py [--seed 7] [--mode actors|calls|tasks|all] [--cpus 64]
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from typing import Any
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
+import anyio  # noqa: E402
 from taskloom import load_kernel  # noqa: E402
 from taskloom.eventloop import run  # noqa: E402
 from taskloom.testing import register_plugin  # noqa: E402
@@ -75,6 +80,11 @@ ACTORS = 1
 
 
 def config(executor: str, mode: str) -> dict[str, Any]:
+    ray = {"mode": "actors", "actors": ACTORS, "actor_concurrency": 200, "num_cpus": 0}
+    if mode == "calls":
+        ray["transport"] = "calls"
+    elif mode == "tasks":
+        ray.update(mode="tasks", num_cpus=1)
     return {
         "taskloom": {
             "store": "memory",
@@ -83,9 +93,7 @@ def config(executor: str, mode: str) -> dict[str, Any]:
             "plugins": ["bench", "memory-store", "local-executor", "prices", "ray"],
         },
         "models": {"bench": {"provider": "bench-scripted"}},
-        "plugins": {
-            "ray": {"mode": mode, "actors": ACTORS, "actor_concurrency": 200, "num_cpus": 1 if mode == "tasks" else 0}
-        },
+        "plugins": {"ray": ray},
     }
 
 
@@ -131,6 +139,25 @@ async def actor_pids(kernel: Any) -> list[int]:
     return [await actor.pid.remote() for actor in actors]
 
 
+async def idle_cpu(kernel: Any, pids: list[int]) -> str:
+    """CPU the driver and the actors use per second while one attempt waits 2 s (they
+    poll their channels, slowly), and then while nothing runs (the actors stopped polling)."""
+    wf = Workflow("one-long-task").agent("worker", model="bench", limits={"max_turns": 1})
+    wf.task("long", agent="worker", prompt="wait sleep=2")
+    spec = wf.build()
+    cpu, actors = time.process_time(), sum(cpu_seconds(pid) or 0.0 for pid in pids)
+    wall = await timed(kernel, spec)
+    waiting = (time.process_time() - cpu) / wall, (sum(cpu_seconds(pid) or 0.0 for pid in pids) - actors) / wall
+    await anyio.sleep(1.0)  # past the actors' idle time: they stop polling
+    cpu, actors = time.process_time(), sum(cpu_seconds(pid) or 0.0 for pid in pids)
+    await anyio.sleep(2.0)
+    idle = (time.process_time() - cpu) / 2.0, (sum(cpu_seconds(pid) or 0.0 for pid in pids) - actors) / 2.0
+    return (
+        f"CPU per second while an attempt waits: driver {waiting[0] * 1e3:.0f} ms, actors {waiting[1] * 1e3:.0f} ms; "
+        f"with nothing to run: driver {idle[0] * 1e3:.0f} ms, actors {idle[1] * 1e3:.0f} ms"
+    )
+
+
 async def bench_mode(mode: str, seed: int, chain_len: int, runs: int) -> tuple[float, float, float, float, str]:
     dag = load_dag_module()
     spec, _ = dag.layered_dag(20, 50, seed)
@@ -147,6 +174,8 @@ async def bench_mode(mode: str, seed: int, chain_len: int, runs: int) -> tuple[f
     if pids:
         cpu += f", actors {CPU['actors'] / attempts * 1e3:.2f} ms"
     detail = f"warm runs {ratios}; CPU per attempt: {cpu}"
+    if pids:
+        detail += "; " + await idle_cpu(kernel, pids)
     local = load_kernel(config("local", mode))
     await timed(local, chain(chain_len))  # warm-up
     local_wall = await timed(local, chain(chain_len))
@@ -195,12 +224,12 @@ async def main(seed: int, modes: list[str], cpus: int, chain_len: int, runs: int
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--mode", choices=["actors", "tasks", "both"], default="both")
+    parser.add_argument("--mode", choices=["actors", "calls", "tasks", "all"], default="all")
     parser.add_argument("--cpus", type=int, default=64, help="Logical CPUs of the local Ray cluster.")
     parser.add_argument("--actors", type=int, default=ACTORS, help="Actors in the pool (mode actors).")
     parser.add_argument("--chain", type=int, default=200, help="Length of the zero-duration chain.")
     parser.add_argument("--runs", type=int, default=5, help="Warm runs of the DAG (the ratio is their median).")
     args = parser.parse_args()
     ACTORS = args.actors
-    modes = ["actors", "tasks"] if args.mode == "both" else [args.mode]
+    modes = ["actors", "calls", "tasks"] if args.mode == "all" else [args.mode]
     run(main, args.seed, modes, args.cpus, args.chain, args.runs)

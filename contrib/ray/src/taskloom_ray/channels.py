@@ -8,8 +8,9 @@ the actor about a millisecond of CPU each and waits on Ray's threads; a channel 
 costs tens of microseconds.
 
 A blocking read of a channel spins a core while it waits, so nothing here blocks: both
-ends look for a message every :data:`POLL_MIN` seconds while there is work, less often
-(up to :data:`POLL_MAX`) while polls find nothing, and the actor stops polling altogether
+ends look for a message every :data:`POLL_MIN` seconds while messages come and go, less
+often (up to every :data:`POLL_MAX`) the longer nothing comes, and the actor stops polling
+altogether
 once it has had nothing to do for a while (see :class:`~taskloom_ray.worker.KernelActor`).
 
 A channel holds one message: a writer can write again once the reader has read the last
@@ -25,31 +26,33 @@ Ray is imported only when a channel is made.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-# Polling intervals (seconds): the shortest, right after a message came or went, and the
-# longest, reached after a few polls that found nothing.
+# Polling intervals (seconds). After a message came or went the next poll is POLL_MIN away
+# (the next message often follows: a dependant, another outcome); the longer nothing comes,
+# the longer the interval, a twentieth of the quiet time so far, up to POLL_MAX: an answer
+# that took 40 ms waits for a poll at most 2 ms more, one that took minutes at most 20 ms.
 POLL_MIN = 0.0005
-POLL_MAX = 0.002
+POLL_MAX = 0.02
+POLL_SHARE = 0.05
 
 # Bytes a channel holds before Ray has to grow it (it grows on its own for a bigger message).
 CHANNEL_BYTES = 1 << 20
 
 
 class Backoff:
-    """The interval to the next poll: :data:`POLL_MIN` after activity, growing by half
-    each quiet poll up to :data:`POLL_MAX`."""
+    """The interval to the next poll: :data:`POLL_SHARE` of the time since the last
+    activity (:meth:`reset`), kept between :data:`POLL_MIN` and :data:`POLL_MAX`."""
 
     def __init__(self) -> None:
-        self.interval = POLL_MIN
+        self.reset()
 
     def reset(self) -> None:
-        self.interval = POLL_MIN
+        self.since = time.monotonic()
 
     def next(self) -> float:
-        interval = self.interval
-        self.interval = min(interval * 1.5, POLL_MAX)
-        return interval
+        return min(max((time.monotonic() - self.since) * POLL_SHARE, POLL_MIN), POLL_MAX)
 
 
 def to_actor(actor: Any, node_id: str, size: int = CHANNEL_BYTES) -> Any:
