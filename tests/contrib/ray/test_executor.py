@@ -196,10 +196,10 @@ async def test_a_terminal_provider_error_on_the_worker_is_reported_with_its_mess
     await kernel.aclose()
 
 
-@pytest.mark.parametrize("mode", ["tasks", "actors"])
-async def test_a_worker_killed_mid_task_is_retried_by_the_engine(tmp_path: Path, mode: str) -> None:
+@pytest.mark.parametrize(("mode", "transport"), [("tasks", "channels"), ("actors", "channels"), ("actors", "calls")])
+async def test_a_worker_killed_mid_task_is_retried_by_the_engine(tmp_path: Path, mode: str, transport: str) -> None:
     marker = tmp_path / "pid"
-    kernel = load_kernel(config(marker, mode=mode, actors=1, num_cpus=0.5))
+    kernel = load_kernel(config(marker, mode=mode, actors=1, num_cpus=0.5, transport=transport))
     wf = Workflow("kill").agent("a", model="s").agent("slow", model="m")
     wf.task("first", agent="a", prompt="first")
     wf.task("victim", agent="slow", prompt="work on {{ outputs.first }}", needs=["first"], retries=1, backoff=0)
@@ -238,12 +238,15 @@ async def test_a_timed_out_attempt_is_cancelled_on_its_worker(tmp_path: Path) ->
     await kernel.aclose()
 
 
-async def test_a_dependant_on_an_actor_starts_before_a_slow_task_sent_with_its_dependency(tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", ["channels", "calls"])
+async def test_a_dependant_on_an_actor_starts_before_a_slow_task_sent_with_its_dependency(
+    tmp_path: Path, transport: str
+) -> None:
     # "slow" and "fast" are ready together, so they reach the actor in one batch; "after"
     # needs only "fast" and must not wait for the batch (for "slow") to finish.
     log = tmp_path / "calls.jsonl"
     models = {"slow": probe(log, hold=3), "fast": probe(log)}
-    kernel = load_kernel(config(models=models, mode="actors", actors=1, num_cpus=0.25))
+    kernel = load_kernel(config(models=models, mode="actors", actors=1, num_cpus=0.25, transport=transport))
     wf = Workflow("batch").agent("s", model="slow", limits={"max_turns": 1}).agent("f", model="fast")
     wf.task("slow", agent="s", prompt="slow")
     wf.task("fast", agent="f", prompt="fast")
@@ -258,11 +261,13 @@ async def test_a_dependant_on_an_actor_starts_before_a_slow_task_sent_with_its_d
     await kernel.aclose()
 
 
-async def test_a_timed_out_attempt_on_an_actor_is_cancelled_there_and_the_actor_stays_usable(tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", ["channels", "calls"])
+async def test_a_timed_out_attempt_on_an_actor_is_cancelled_there_and_the_actor_stays_usable(
+    tmp_path: Path, transport: str
+) -> None:
     log, hang = tmp_path / "calls.jsonl", tmp_path / "hang.pid"
-    kernel = load_kernel(
-        config(models={"p": probe(log, hang_marker=str(hang))}, mode="actors", actors=1, num_cpus=0.25)
-    )
+    models = {"p": probe(log, hang_marker=str(hang))}
+    kernel = load_kernel(config(models=models, mode="actors", actors=1, num_cpus=0.25, transport=transport))
     wf = Workflow("actor-timeout").agent("a", model="p", limits={"max_turns": 1})
     wf.task("stuck", agent="a", prompt="stuck [hang]", timeout=2)
     wf.task("free", agent="a", prompt="free")

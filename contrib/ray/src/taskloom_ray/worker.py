@@ -166,6 +166,7 @@ class KernelActor:
         self._read_seq = 0
         self._idle = idle
         self._watch: asyncio.Event | None = None
+        self._counts = {"exchange_calls": 0, "batches_read": 0, "wakes": 0}
 
     def _check(self, instance: str) -> None:
         if instance != self.instance:
@@ -186,6 +187,7 @@ class KernelActor:
         A call that arrives while another waits answers at once (with what finished, maybe
         nothing), so the driver never has more than one call waiting here."""
         self._check(instance)
+        self._counts["exchange_calls"] += 1
         self._start(batch)
         if not self._done and not self._polling:
             if self._wake is None:
@@ -258,6 +260,7 @@ class KernelActor:
         """The driver's doorbell, rung after this actor said it stopped polling: start the
         attempts of ``batch`` and poll the channels again."""
         self._check(instance)
+        self._counts["wakes"] += 1
         self._start(batch)
         self._start_polling()
 
@@ -298,6 +301,7 @@ class KernelActor:
                 active = message is not None
                 if message is not None:
                     self._read_seq, batch = message
+                    self._counts["batches_read"] += 1
                     self._start(batch)
                 active = self._send_done() or active
                 if active or self._running or self._done:
@@ -311,9 +315,11 @@ class KernelActor:
             self._inbox = None
             log.debug("taskloom-ray: actor stops polling its channels: %s", exc)
 
-    async def polls(self) -> bool:
-        """Whether this actor polls its channels now (it stops after ``idle`` seconds with nothing to run)."""
-        return self._poller is not None and not self._poller.done()
+    async def transport(self) -> dict[str, Any]:
+        """How batches reached this instance: ``exchange`` calls, batches read from the
+        channel, doorbells (``wakes``), and whether it polls the channel now (it stops
+        after ``idle`` seconds with nothing to run)."""
+        return {**self._counts, "polling": self._poller is not None and not self._poller.done()}
 
     async def cancel(self, instance: str, keys: list[int]) -> None:
         """Cancel these attempts (the driver gave up on them: timeout, fail-fast, Ctrl-C)."""
