@@ -1,5 +1,6 @@
 """A real driver killed mid-run: ``taskloom run`` (executor "ray", SQLite store in a file) is
-SIGKILLed while a task runs on Ray, then ``taskloom resume RUN_ID`` finishes the run.
+SIGKILLed while a task runs on Ray (a Ray task, or an actor of the pool), then ``taskloom
+resume RUN_ID`` finishes the run.
 
 Both commands are subprocesses with no Ray address, so each starts its own local cluster
 (the executor's own ``ray.init`` branch) with the ``runtime_env`` of ``[plugins.ray]``,
@@ -63,7 +64,7 @@ needs = ["three"]
 """
 
 
-def write_config(tmp: Path) -> Path:
+def write_config(tmp: Path, mode: str) -> Path:
     env_vars = {"PYTHONPATH": str(HERE), "TASKLOOM_PROBE": "from-runtime-env"}
     config = f"""
 [taskloom]
@@ -76,7 +77,8 @@ default_model = "p"
 store_path = {json.dumps(str(tmp / "runs.db"))}
 
 [plugins.ray]
-mode = "tasks"
+mode = "{mode}"
+actors = 1
 num_cpus = 0.5
 local_num_cpus = 2
 runtime_env = {{ env_vars = {{ {", ".join(f"{k} = {json.dumps(v)}" for k, v in env_vars.items())} }}, worker_process_setup_hook = "ray_marker.setup" }}
@@ -111,9 +113,10 @@ def alive(pid: int) -> bool:
     return True
 
 
-def test_a_killed_driver_resumes_on_ray_and_every_task_completes_exactly_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["tasks", "actors"])
+def test_a_killed_driver_resumes_on_ray_and_every_task_completes_exactly_once(tmp_path: Path, mode: str) -> None:
     assert TASKLOOM.exists(), f"the taskloom command is not installed next to {sys.executable}"
-    config = write_config(tmp_path)
+    config = write_config(tmp_path, mode)
     workflow = tmp_path / "workflow.toml"
     workflow.write_text(WORKFLOW)
     log, marker = tmp_path / "calls.jsonl", tmp_path / "hang.pid"

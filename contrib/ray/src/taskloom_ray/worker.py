@@ -317,9 +317,12 @@ class KernelActor:
 
     async def transport(self) -> dict[str, Any]:
         """How batches reached this instance: ``exchange`` calls, batches read from the
-        channel, doorbells (``wakes``), and whether it polls the channel now (it stops
-        after ``idle`` seconds with nothing to run)."""
-        return {**self._counts, "polling": self._poller is not None and not self._poller.done()}
+        channel, doorbells (``wakes``), whether it polls the channel now (it stops after
+        ``idle`` seconds with nothing to run), and the Ray node it runs on."""
+        import ray
+
+        polling = self._poller is not None and not self._poller.done()
+        return {**self._counts, "polling": polling, "node": ray.get_runtime_context().get_node_id()}
 
     async def cancel(self, instance: str, keys: list[int]) -> None:
         """Cancel these attempts (the driver gave up on them: timeout, fail-fast, Ctrl-C)."""
