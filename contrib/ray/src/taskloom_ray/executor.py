@@ -6,18 +6,23 @@ given to each actor once, and put in Ray's object store once for the Ray tasks, 
 carry only its reference) and comes back as a :class:`TaskOutcome` dict.
 
 In ``actors`` mode the attempts that become ready within a few turns of the event loop go
-to an actor as one call (``exchange``), and the actor answers each call as soon as at least
-one of its attempts finished, with every attempt finished by then (a long poll; see
-:class:`~taskloom_ray.worker.KernelActor`). So Ray's per-call cost is shared by the
-attempts of a batch, and a dependant still starts as soon as its own dependencies are
-done. A Ray task (``tasks`` mode, or an attempt that needs mapped resources) is one call
-per attempt.
+to an actor as one batch, and each outcome comes back as soon as its attempt finished,
+with whatever else finished by then; so a dependant starts as soon as its own
+dependencies are done. With ``transport = "channels"`` (default) batches and outcomes go
+through two of Ray's shared-memory channels per actor, polled at both ends while there is
+work (see :mod:`taskloom_ray.channels`; an actor idle for a while stops polling, and the
+next batch goes with a Ray call that wakes it); with ``"calls"``, and for an actor whose
+channels cannot be set up, each batch is one Ray call (``exchange``) that the actor
+answers as a long poll (see :class:`~taskloom_ray.worker.KernelActor`). A Ray task
+(``tasks`` mode, or an attempt that needs mapped resources) is one call per attempt.
 
 Ray's own retries are off (``max_retries=0``, ``max_task_retries=0``), so the workflow's
 retry policy is the only one: a worker that dies mid-attempt raises :class:`WorkerLost`,
-which the scheduler counts as a failed attempt and retries. Calls to an actor name the
-actor instance they were meant for, so after Ray restarted it, a batch meant for the dead
-instance is refused rather than run behind the scheduler's back. Cancellation (the task's
+which the scheduler counts as a failed attempt and retries (the driver learns of an actor's
+death from a call that stays open while it lives, or from any call to it). Calls to an
+actor name the actor instance they were meant for, and channels belong to one instance, so
+after Ray restarted it, a batch meant for the dead instance is refused rather than run
+behind the scheduler's back. Cancellation (the task's
 timeout, fail-fast, Ctrl-C) cancels the Ray task (``ray.cancel(force=True)`` kills its
 worker) or, on an actor, that one attempt on the actor's loop.
 

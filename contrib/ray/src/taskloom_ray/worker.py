@@ -4,7 +4,8 @@
 In ``tasks`` mode :func:`run_task` is the Ray task (synchronous; the attempt runs on an
 event loop the process keeps in a background thread, so providers' connections survive
 between tasks). In ``actors`` mode :class:`KernelActor` is an async Ray actor: attempts
-arrive in batches and run concurrently on the actor's own event loop.
+arrive in batches (through Ray's channels, or as Ray calls) and run concurrently on the
+actor's own event loop.
 
 Nothing here imports Ray when the module loads: the driver wraps these with ``ray.remote``
 when it starts.
@@ -137,15 +138,22 @@ class KernelActor:
     many attempts at once on its event loop, with its kernel, providers and models warm.
     The configuration is given once, when the actor starts (and again when Ray restarts it).
 
-    Attempts travel in batches, not one Ray call each: :meth:`exchange` takes every attempt
-    the driver had ready at once and starts each as its own asyncio task (at most
-    ``concurrency`` run at a time), and is also the driver's long poll: it answers as soon
-    as at least one attempt finished, with every attempt finished by then. So a dependant
-    can start as soon as its own dependencies are done, and one Ray round trip carries
-    whatever finished meanwhile (a chain of tasks costs one call per task). Every call names the actor instance it was meant
-    for (:meth:`hello` tells it): after a restart, calls for the dead instance raise
-    :class:`StaleActorError`, so an attempt is never run by an instance the driver no
-    longer waits on."""
+    Attempts travel in batches, each attempt started as its own asyncio task (at most
+    ``concurrency`` run at a time); each outcome goes back as soon as its attempt finished,
+    with whatever else finished by then. Two transports:
+
+    * channels (:meth:`open_channel`, :meth:`attach`): the actor polls the driver's channel
+      for batches and writes outcomes to its own, until nothing has run for ``idle``
+      seconds; then it tells the driver and stops, and :meth:`wake` (a Ray call with the
+      driver's next batch) starts it again. :meth:`watch` stays open while the instance
+      lives, so that the driver learns of its death.
+    * calls: :meth:`exchange` takes a batch and is also the driver's long poll: it answers
+      as soon as at least one attempt finished, with every attempt finished by then (a
+      chain of tasks costs one call per task).
+
+    Every call names the actor instance it was meant for (:meth:`hello` tells it): after a
+    restart, calls for the dead instance raise :class:`StaleActorError`, so an attempt is
+    never run by an instance the driver no longer waits on."""
 
     def __init__(self, key: str, config: dict[str, Any], concurrency: int = 64, idle: float = IDLE) -> None:
         self.key = key
@@ -295,9 +303,11 @@ class KernelActor:
         loop = asyncio.get_running_loop()
         backoff = channels.Backoff()
         busy_at = loop.time()
+        inbox = None
         try:
             while True:
-                message = channels.try_read(self._inbox)
+                inbox = self._inbox  # attach() may give a new one (the driver reconnected)
+                message = channels.try_read(inbox)
                 active = message is not None
                 if message is not None:
                     self._read_seq, batch = message
@@ -312,7 +322,8 @@ class KernelActor:
                     backoff.reset()
                 await asyncio.sleep(backoff.next())
         except Exception as exc:  # closed by the driver, or its end died
-            self._inbox = None
+            if self._inbox is inbox:
+                self._inbox = None
             log.debug("taskloom-ray: actor stops polling its channels: %s", exc)
 
     async def transport(self) -> dict[str, Any]:
