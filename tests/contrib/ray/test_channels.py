@@ -1,11 +1,14 @@
 """Attempts and outcomes through Ray's shared-memory channels (the default transport of
 actors mode), on the real local cluster: a run that goes through them, the actor that stops
 polling when idle and is woken by the next batch, a message bigger than a channel, the
-calls transport, and the fallback to calls where channels cannot be set up."""
+calls transport, the fallback to calls where channels cannot be set up, and an actor
+killed while it sleeps."""
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from typing import Any
 
 import anyio
@@ -126,4 +129,25 @@ async def test_an_actor_whose_channels_cannot_be_set_up_falls_back_to_calls(
     assert executor._links == [None]
     state = await transport(executor)
     assert state["exchange_calls"] >= 3 and state["batches_read"] == 0, state
+    await kernel.aclose()
+
+
+async def test_an_actor_killed_while_asleep_is_replaced_and_the_next_run_uses_its_new_channels() -> None:
+    kernel = load_kernel(config(mode="actors", actors=1, num_cpus=0.25))
+    executor = kernel.executor
+    assert isinstance(executor, RayExecutor)
+    executor.actor_idle = 0.2
+    check_diamond(await run_workflow(kernel, diamond().build()))
+    await until_asleep(executor)
+    old_instance, old_link = executor._instance[0], executor._links[0]
+    pid = await executor._actors[0].pid.remote()
+    os.kill(pid, signal.SIGKILL)
+    with anyio.fail_after(60):  # the open watch call fails; Ray restarts the actor; the driver reconnects
+        while executor._instance[0] in (None, old_instance):
+            await anyio.sleep(0.05)
+    assert executor._links[0] is not None and executor._links[0] is not old_link
+    check_diamond(await run_workflow(kernel, diamond().build()))
+    assert await executor._actors[0].pid.remote() != pid
+    state = await transport(executor)
+    assert state["batches_read"] >= 3 and state["exchange_calls"] == 0, state
     await kernel.aclose()
