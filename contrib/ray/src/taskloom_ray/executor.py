@@ -532,10 +532,11 @@ class RayExecutor:
             if self._proxy is not None:
                 try:
                     link = await self._open_link(index, instance)
-                except RayActorError as exc:  # it died meanwhile: start again with its next instance
-                    log.debug("taskloom-ray: actor %d died while connecting: %s", index, exc)
-                    continue
                 except Exception as exc:
+                    if isinstance(exc, RayActorError) or "StaleActorError" in str(exc):
+                        # It died (or was restarted) meanwhile: start again with its next instance.
+                        log.debug("taskloom-ray: actor %d died while connecting: %s", index, exc)
+                        continue
                     log.warning(
                         "taskloom-ray: Ray's channels with actor %d could not be set up (%s: %s); its "
                         "attempts go by Ray calls instead, one per batch (slower). Set [plugins.ray] "
