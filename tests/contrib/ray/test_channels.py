@@ -22,6 +22,16 @@ from test_executor import check_diamond, config, diamond
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
 
 
+def pool(idle: float | None = None, models: dict[str, Any] | None = None, **ray: Any) -> tuple[Any, RayExecutor]:
+    """A kernel with one actor (a quarter of a CPU) and its executor; ``idle``: the actor's idle time."""
+    kernel = load_kernel(config(models=models, mode="actors", actors=1, num_cpus=0.25, **ray))
+    executor = kernel.executor
+    assert isinstance(executor, RayExecutor)
+    if idle is not None:
+        executor.actor_idle = idle
+    return kernel, executor
+
+
 async def transport(executor: RayExecutor, index: int = 0) -> dict[str, Any]:
     result: dict[str, Any] = await executor._actors[index].transport.remote()
     return result
@@ -35,10 +45,7 @@ async def until_asleep(executor: RayExecutor, timeout: float = 10) -> dict[str, 
 
 
 async def test_a_run_on_actors_goes_through_channels_and_the_idle_actor_stops_polling() -> None:
-    kernel = load_kernel(config(mode="actors", actors=1, num_cpus=0.25))
-    executor = kernel.executor
-    assert isinstance(executor, RayExecutor)
-    executor.actor_idle = 0.3
+    kernel, executor = pool(idle=0.3)
     check_diamond(await run_workflow(kernel, diamond().build()))
     link = executor._links[0]
     assert link is not None and link.sent >= 3, "top, then left and right, then bottom: three batches at least"
@@ -64,10 +71,7 @@ async def test_a_run_on_actors_goes_through_channels_and_the_idle_actor_stops_po
 
 
 async def test_an_actor_asleep_between_runs_takes_many_batches_after_its_doorbell() -> None:
-    kernel = load_kernel(config(mode="actors", actors=1, num_cpus=0.25))
-    executor = kernel.executor
-    assert isinstance(executor, RayExecutor)
-    executor.actor_idle = 0.2
+    kernel, executor = pool(idle=0.2)
     for round_ in range(3):
         wf = Workflow(f"chain-{round_}").agent("a", model="s", limits={"max_turns": 1})
         for i in range(15):
@@ -83,7 +87,7 @@ async def test_an_actor_asleep_between_runs_takes_many_batches_after_its_doorbel
 
 async def test_a_message_bigger_than_a_channel_grows_it_both_ways() -> None:
     models = {"wide": {"provider": "scripted", "default": "<{prompt}>", "context_window": 10_000_000}}
-    kernel = load_kernel(config(models=models, mode="actors", actors=1, num_cpus=0.25))
+    kernel, executor = pool(models=models)
     big = "x" * (3 * channels.CHANNEL_BYTES)
     wf = Workflow("big").agent("a", model="wide", limits={"max_turns": 1})
     wf.task("big", agent="a", prompt=big)
@@ -92,16 +96,14 @@ async def test_a_message_bigger_than_a_channel_grows_it_both_ways() -> None:
     assert result.ok, result.run.error
     assert result.tasks["big"].output == f"<{big}>"
     assert result.tasks["after"].output == "<after>"
-    assert isinstance(kernel.executor, RayExecutor) and kernel.executor._links[0] is not None
-    state = await transport(kernel.executor)
+    assert executor._links[0] is not None
+    state = await transport(executor)
     assert state["batches_read"] == 2 and state["exchange_calls"] == 0, state
     await kernel.aclose()
 
 
 async def test_transport_calls_sends_every_batch_as_a_ray_call() -> None:
-    kernel = load_kernel(config(mode="actors", actors=1, num_cpus=0.25, transport="calls"))
-    executor = kernel.executor
-    assert isinstance(executor, RayExecutor)
+    kernel, executor = pool(transport="calls")
     check_diamond(await run_workflow(kernel, diamond().build()))
     assert executor._links == [None] and executor._proxy is None
     state = await transport(executor)
@@ -118,9 +120,7 @@ async def test_an_actor_whose_channels_cannot_be_set_up_falls_back_to_calls(
         raise RuntimeError("no shared-memory channel on this cluster")
 
     monkeypatch.setattr(channels, "to_actor", refuse)
-    kernel = load_kernel(config(mode="actors", actors=1, num_cpus=0.25))
-    executor = kernel.executor
-    assert isinstance(executor, RayExecutor)
+    kernel, executor = pool()
     with caplog.at_level(logging.WARNING, logger="taskloom_ray.executor"):
         check_diamond(await run_workflow(kernel, diamond().build()))
     (warning,) = [r.getMessage() for r in caplog.records if "could not be set up" in r.getMessage()]
@@ -133,10 +133,7 @@ async def test_an_actor_whose_channels_cannot_be_set_up_falls_back_to_calls(
 
 
 async def test_an_actor_killed_while_asleep_is_replaced_and_the_next_run_uses_its_new_channels() -> None:
-    kernel = load_kernel(config(mode="actors", actors=1, num_cpus=0.25))
-    executor = kernel.executor
-    assert isinstance(executor, RayExecutor)
-    executor.actor_idle = 0.2
+    kernel, executor = pool(idle=0.2)
     check_diamond(await run_workflow(kernel, diamond().build()))
     await until_asleep(executor)
     old_instance, old_link = executor._instance[0], executor._links[0]

@@ -28,8 +28,9 @@ class RayConfig(BaseModel):
     transport: Literal["channels", "calls"] = Field(
         "channels",
         description='How attempts and outcomes travel between the driver and the actors (mode = "actors"): '
-        '"channels": Ray\'s shared-memory channels, polled while attempts run (the lowest latency; an actor '
-        'where they cannot be set up, e.g. through Ray Client, uses calls); "calls": one Ray actor call per batch.',
+        '"channels": Ray\'s shared-memory channels, polled while attempts run (the lowest latency; a driver '
+        'on Ray Client, ray://, and an actor where they cannot be set up use calls); "calls": one Ray actor '
+        "call per batch.",
     )
     actor_concurrency: int = Field(64, ge=1, description="Attempts one actor runs at once (async actor).")
     restart_timeout: float = Field(
