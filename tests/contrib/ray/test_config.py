@@ -86,3 +86,13 @@ async def test_an_address_nothing_answers_at_fails_fast_with_a_clear_error() -> 
     assert "check [plugins.ray] address" in (record.error or "")
     assert not ray.is_initialized()
     await kernel.aclose()
+
+
+def test_transport_is_channels_unless_calls_is_asked_for_or_the_driver_is_a_ray_client() -> None:
+    kernel = load_kernel(config(mode="actors"))
+    assert kernel.executor._use_channels()  # type: ignore[attr-defined]
+    assert not load_kernel(config(mode="actors", transport="calls")).executor._use_channels()  # type: ignore[attr-defined]
+    assert not load_kernel(config(mode="actors", address="ray://head:10001")).executor._use_channels()  # type: ignore[attr-defined]
+    assert load_kernel(config(mode="actors", address="head:6379")).executor._use_channels()  # type: ignore[attr-defined]
+    text = load_kernel(config(transport="pipes")).plugins.infos["ray"].status_text
+    assert "'channels' or 'calls'" in text, text
