@@ -142,8 +142,8 @@ class DriverLink:
         return False
 
     def receive(self) -> tuple[list[tuple[int, str, Any]], int | None] | None:
-        message = try_read(self.outbox)
-        return None if message is None else (message[0], message[1])
+        message: tuple[list[tuple[int, str, Any]], int | None] | None = try_read(self.outbox)
+        return message
 
     def close(self) -> None:
         close(self.inbox)

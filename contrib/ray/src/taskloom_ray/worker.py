@@ -123,10 +123,8 @@ IDLE = 0.5
 
 class DriverProxy:
     """An empty actor on the driver's node: it stands for the driver as the reader of the
-    actors' outcome channels (Ray's channels are read by actors)."""
-
-    def ready(self) -> bool:
-        return True
+    actors' outcome channels (Ray's channels are read by actors; a channel's writer calls
+    its reader's node through it)."""
 
 
 class StaleActorError(RuntimeError):
